@@ -1,0 +1,1 @@
+"""Source side: the hospital fleet, Kafka Connect and Debezium management, poll and push capture, simulated hospitals."""

@@ -1,0 +1,1 @@
+"""Shared core of the provincial health-data CDC platform: settings, errors, catalogue, codec, CLI."""

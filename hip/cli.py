@@ -1,0 +1,44 @@
+"""The ``hip`` command: one entry point, one sub-command group per module.
+
+Each component exposes a click group or command in its own ``cli`` module; they are attached here.
+Exit codes: 0 ok, 1 failure or differences found, 2 bad configuration or usage.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from hip.errors import ConfigError, PlatformError
+
+# (module, attribute) of every sub-command; a missing module is a packaging bug, not a skip.
+COMMANDS: list[tuple[str, str]] = [
+    ("hip.stack_cli", "stack"),
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Capture hospital database changes into the provincial health information platform."""
+
+
+for module_name, attr in COMMANDS:
+    cli.add_command(getattr(importlib.import_module(module_name), attr))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+    except PlatformError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)

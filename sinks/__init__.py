@@ -1,0 +1,1 @@
+"""Warehouse writers: standard and statistics records into PostgreSQL, idempotently."""

@@ -1,0 +1,1 @@
+"""Normalizer and statistics processors: change events in, standard Avro records out."""
