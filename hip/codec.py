@@ -1,6 +1,136 @@
-"""Avro encoding of standard records on Kafka.
+"""Avro encoding of standard and statistics records on Kafka.
 
-Interface used by every worker: ``Codec.encode(dataset, record) -> bytes`` and
-``Codec.decode(data) -> (dataset, record)``. The wire format is chosen in one place (here).
+Wire format: the schema registry's (Confluent-compatible, served by Apicurio under
+``/apis/ccompat/v7``): one magic byte ``0``, the 4-byte big-endian schema id, then the Avro body.
+Consumers written with confluent-kafka's ``AvroDeserializer`` read these records as they are.
+
+Schemas are registered once per dataset (subject ``<topic>-value``, backward compatibility) and their
+ids cached, so the hot path is one dict lookup and one fastavro call per record. Decoding reads with
+the writer's schema (fetched by id, cached) and resolves into the catalogue's current schema.
 """
 from __future__ import annotations
+
+import io
+import json
+import struct
+from typing import Any
+
+import fastavro
+import requests
+
+from hip.catalogue import Catalogue, load_catalogue
+from hip.errors import FatalError, RecordError, TransientError
+
+MAGIC = 0
+_HEADER = struct.Struct(">bI")
+COMPATIBILITY = "BACKWARD"
+
+
+class RegistryClient:
+    """The few calls of the Confluent-compatible registry API the platform needs."""
+
+    RETRIABLE = {408, 429, 500, 502, 503, 504}
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            r = self.session.request(method, self.url + path, timeout=self.timeout,
+                                     data=None if body is None else json.dumps(body),
+                                     headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
+        except requests.RequestException as exc:
+            raise TransientError(f"schema registry {self.url} unreachable: {exc}") from exc
+        if r.status_code in self.RETRIABLE:
+            raise TransientError(f"schema registry {method} {path}: HTTP {r.status_code} {r.text[:200]}")
+        if r.status_code == 409:
+            raise FatalError(f"schema registry refused an incompatible schema for {path}: {r.text[:500]}")
+        if r.status_code >= 400:
+            raise FatalError(f"schema registry {method} {path}: HTTP {r.status_code} {r.text[:500]}")
+        return r.json() if r.content else None
+
+    def register(self, subject: str, schema: dict[str, Any]) -> int:
+        return int(self._call("POST", f"/subjects/{subject}/versions", {"schema": json.dumps(schema)})["id"])
+
+    def set_compatibility(self, subject: str, level: str = COMPATIBILITY) -> None:
+        self._call("PUT", f"/config/{subject}", {"compatibility": level})
+
+    def is_compatible(self, subject: str, schema: dict[str, Any]) -> bool:
+        try:
+            body = self._call("POST", f"/compatibility/subjects/{subject}/versions/latest",
+                              {"schema": json.dumps(schema)})
+        except FatalError as exc:
+            if "40401" in str(exc) or "404" in str(exc):  # no version yet: anything is compatible
+                return True
+            raise
+        return bool(body.get("is_compatible"))
+
+    def schema_by_id(self, schema_id: int) -> dict[str, Any]:
+        return json.loads(self._call("GET", f"/schemas/ids/{schema_id}")["schema"])
+
+
+def subject_for(topic: str) -> str:
+    return f"{topic}-value"
+
+
+class Codec:
+    """Encode and decode records of the catalogue's datasets in the registry's wire format."""
+
+    def __init__(self, registry_url: str, catalogue: Catalogue | None = None) -> None:
+        self.catalogue = catalogue or load_catalogue()
+        self.registry = RegistryClient(registry_url)
+        self._ids: dict[str, int] = {}
+        self._writers: dict[int, tuple[str, Any]] = {}
+
+    def register(self, dataset: str) -> int:
+        """Register the dataset's schema (idempotent) with backward compatibility; returns its id."""
+        if dataset not in self._ids:
+            ds = self.catalogue[dataset]
+            subject = subject_for(ds.topic)
+            self.registry.set_compatibility(subject)
+            schema_id = self.registry.register(subject, ds.schema)
+            self._ids[dataset] = schema_id
+            self._writers[schema_id] = (dataset, ds.parsed)
+        return self._ids[dataset]
+
+    def encode(self, dataset: str, record: dict[str, Any]) -> bytes:
+        schema_id = self._ids.get(dataset) or self.register(dataset)
+        buf = io.BytesIO()
+        buf.write(_HEADER.pack(MAGIC, schema_id))
+        try:
+            fastavro.schemaless_writer(buf, self._writers[schema_id][1], record)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise RecordError("avro_encode", f"{dataset}: record does not fit its schema: {exc}") from exc
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        if len(data) < 5 or data[0] != MAGIC:
+            raise RecordError("bad_magic", "not a registry-framed Avro record (magic byte missing)")
+        _, schema_id = _HEADER.unpack_from(data)
+        writer = self._writers.get(schema_id)
+        if writer is None:
+            writer = self._load_writer(schema_id)
+        dataset, writer_schema = writer
+        reader_schema = self.catalogue[dataset].parsed
+        try:
+            record = fastavro.schemaless_reader(io.BytesIO(data[5:]), writer_schema,
+                                                None if writer_schema is reader_schema else reader_schema)
+        except Exception as exc:  # fastavro raises many types on corrupt bodies
+            raise RecordError("avro_decode", f"schema id {schema_id}: cannot decode body: {exc}") from exc
+        return dataset, record  # type: ignore[return-value]
+
+    def _load_writer(self, schema_id: int) -> tuple[str, Any]:
+        schema = self.registry.schema_by_id(schema_id)
+        dataset = str(schema["name"]).rsplit(".", 1)[-1]
+        if dataset not in self.catalogue.datasets:
+            raise RecordError("unknown_schema", f"schema id {schema_id} is {schema['name']}, not in the catalogue")
+        self._writers[schema_id] = (dataset, fastavro.parse_schema(schema, _write_hint=False))
+        return self._writers[schema_id]
+
+
+def codec_from_settings() -> Codec:
+    from hip.settings import load_settings
+
+    return Codec(load_settings().registry_url)

@@ -67,6 +67,23 @@ class Settings:
         """Credential files read by Connect's FileConfigProvider and by the workers."""
         return self.var / "secrets"
 
+    def secret_file(self, name: str) -> Path:
+        """Path of a credentials file ``user=…``/``password=…`` written by ``make up``."""
+        return self.secrets_dir / f"{name}.properties"
+
+    def secret(self, name: str, key: str = "password") -> str:
+        """One value of a credentials file; the error names the file, never the value."""
+        from hip.errors import ConfigError
+
+        path = self.secret_file(name)
+        try:
+            values = _read_env_file(path)
+        except FileNotFoundError:
+            raise ConfigError("credentials file missing (run `make up`)", file=str(path)) from None
+        if key not in values:
+            raise ConfigError(f"no '{key}' entry", file=str(path), field=key)
+        return values[key]
+
 
 def load_settings() -> Settings:
     values = _read_env_file(PORTS_FILE)
