@@ -5,6 +5,8 @@ source "$(dirname "$0")/lib.sh"
 export ROOT VAR DATA LOGS RUN CONF SECRETS PLUGINS
 
 ALL=(pg-hospital pg-warehouse mariadb kafka connect registry prometheus exporter)
+# The pipeline's workers; started by `make demo` (deploy/up.sh normalizer sink stats), not by `make up`.
+WORKERS=(normalizer sink stats poller ingest)
 wanted=("$@"); ((${#wanted[@]})) || wanted=("${ALL[@]}")
 started=()
 
@@ -200,6 +202,15 @@ secret_file hospital-mariadb hip_capture "$HIP_CAPTURE_PASSWORD"
 secret_file hospital-mariadb-admin root "$HIP_MARIADB_ROOT_PASSWORD"
 secret_file warehouse hip_warehouse "$HIP_WAREHOUSE_PASSWORD"
 
+# start_worker NAME PORT CMD...: a long-running worker of this package, healthy when its metrics answer.
+start_worker() {
+  local name="$1" port="$2"; shift 2
+  if running "$name"; then say "$name already running"; return 0; fi
+  require_free_port "$port" "HIP_${name^^}_PORT"
+  spawn "$name" "$@"
+  wait_for "$name" 90 curl -sf "http://127.0.0.1:$port/${WORKER_PATH:-metrics}"
+}
+
 for c in "${wanted[@]}"; do
   case "$c" in
     pg-hospital) start_pg_hospital ;;
@@ -210,7 +221,12 @@ for c in "${wanted[@]}"; do
     registry) start_registry ;;
     prometheus) start_prometheus ;;
     exporter) start_exporter ;;
-    *) die "unknown component '$c' (known: ${ALL[*]})" ;;
+    normalizer) start_worker normalizer "$HIP_NORMALIZER_METRICS_PORT" "$VENV/bin/hip" normalizer run ;;
+    sink) start_worker sink "$HIP_SINK_METRICS_PORT" "$VENV/bin/hip" sink run ;;
+    stats) start_worker stats "$HIP_STATS_METRICS_PORT" "$VENV/bin/hip" stats run ;;
+    poller) start_worker poller "$HIP_POLLER_METRICS_PORT" "$VENV/bin/hip" fleet poll --metrics-port "$HIP_POLLER_METRICS_PORT" ;;
+    ingest) WORKER_PATH=openapi.json start_worker ingest "$HIP_INGEST_PORT" "$VENV/bin/hip" fleet ingest ;;
+    *) die "unknown component '$c' (known: ${ALL[*]} ${WORKERS[*]})" ;;
   esac
 done
 trap - ERR

@@ -40,6 +40,7 @@ class Settings:
     sink_metrics_port: int
     stats_metrics_port: int
     exporter_metrics_port: int
+    poller_metrics_port: int
     ingest_port: int
 
     @property
@@ -107,5 +108,6 @@ def load_settings() -> Settings:
         sink_metrics_port=port("SINK_METRICS"),
         stats_metrics_port=port("STATS_METRICS"),
         exporter_metrics_port=port("EXPORTER_METRICS"),
+        poller_metrics_port=port("POLLER_METRICS"),
         ingest_port=port("INGEST"),
     )

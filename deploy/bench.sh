@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# make bench: every benchmark, side by side on this machine, each printing its own table.
+# Not part of make test: numbers are reported, not asserted.
+source "$(dirname "$0")/lib.sh"
+PY="$VENV/bin/python"
+cd "$ROOT"
+
+say "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB memory"
+say "1/4 normalizer: pure core vs Faust through Kafka vs naive baseline"
+"$PY" -m streams.bench_normalizer "$@"
+say "2/4 sink: batched upsert vs plain COPY vs row-by-row INSERT ... ON CONFLICT"
+"$PY" -m sinks.bench
+say "3/4 statistics: normalizer + statistics vs normalizer alone"
+"$PY" -m streams.stats.bench
+say "4/4 end to end: sustained rate, latency at half load, catch-up, worker memory"
+"$PY" -m sinks.bench_e2e
