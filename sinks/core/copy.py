@@ -1,0 +1,182 @@
+"""Rows for ``COPY … FROM STDIN`` in PostgreSQL's text format.
+
+Text format: columns separated by TAB, rows by LF, ``\\N`` for NULL, and backslash escapes for
+backslash, TAB, LF and CR inside values. jsonb values are JSON text written by ``to_json`` (exact
+decimals, ISO instants), escaped like any other text. NUL cannot be stored in PostgreSQL text, so
+a value containing it is a record error found here rather than by the database.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from decimal import Decimal
+from typing import Any, Callable, Mapping, Sequence
+
+from hip.errors import RecordError
+
+from sinks.core.table import DELETED, ColumnLike
+
+NULL = "\\N"
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_json_string = json.JSONEncoder(ensure_ascii=False).encode
+# The C encoder for plain JSON values; it refuses decimals, instants and NaN, which ``to_json`` handles.
+_json_plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+Encoder = Callable[[Any], str]
+
+
+def escape(text: str) -> str:
+    """Escape one text value for the COPY text format."""
+    # Most values need no escaping; four substring tests are cheaper than one translate.
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        text = text.translate(_ESCAPES)
+    if "\x00" in text:
+        raise RecordError("nul_character", "text contains a NUL character, which PostgreSQL cannot store")
+    return text
+
+
+def _timestamp(value: dt.datetime) -> str:
+    # Naive instants are taken as UTC: the codec returns aware UTC values, and the session is UTC.
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.isoformat()
+
+
+def _float(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
+
+
+def to_json(value: Any) -> str:
+    """JSON text for a jsonb column: decimals keep every digit, instants become ISO strings."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return _json_string(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise RecordError("json_non_finite", f"non-finite decimal {value} cannot be JSON")
+        return format(value, "f")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise RecordError("json_non_finite", f"non-finite number {value} cannot be JSON")
+        return repr(value)
+    if isinstance(value, dt.datetime):
+        return _json_string(_timestamp(value))
+    if isinstance(value, dt.date):
+        return _json_string(value.isoformat())
+    if isinstance(value, (bytes, bytearray)):
+        return _json_string(bytes(value).hex())
+    if isinstance(value, Mapping):
+        return "{" + ",".join(_json_string(str(k)) + ":" + to_json(v) for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(to_json(v) for v in value) + "]"
+    raise RecordError("unsupported_type", f"cannot write a {type(value).__name__} as JSON")
+
+
+def encode_value(value: Any) -> str:
+    """Encode one value by its Python type (the codec's types: see ``hip.codec``)."""
+    if value is None:
+        return NULL
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, float):
+        return _float(value)
+    if isinstance(value, dt.datetime):
+        return _timestamp(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return "\\\\x" + bytes(value).hex()
+    if isinstance(value, (Mapping, list, tuple)):
+        return escape(to_json(value))
+    raise RecordError("unsupported_type", f"cannot write a {type(value).__name__} value")
+
+
+def encode_json(value: Any) -> str:
+    if value is None:
+        return NULL
+    try:
+        text = _json_plain(value)
+    except (TypeError, ValueError):
+        text = to_json(value)
+    return escape(text)
+
+
+def encode_text(value: Any) -> str:
+    if value.__class__ is str:
+        return escape(value)
+    return encode_value(value)
+
+
+def encode_timestamp(value: Any) -> str:
+    if value.__class__ is dt.datetime and value.tzinfo is not None:
+        return value.isoformat()
+    return encode_value(value)
+
+
+def encode_str_of(value: Any) -> str:
+    """Numbers and dates whose ``str`` is already valid COPY input."""
+    cls = value.__class__
+    if cls is Decimal or cls is int or cls is dt.date:
+        return str(value)
+    return encode_value(value)
+
+
+_BY_TYPE: dict[str, Encoder] = {"jsonb": encode_json, "json": encode_json, "text": encode_text,
+                                "timestamptz": encode_timestamp, "date": encode_str_of,
+                                "bigint": encode_str_of, "integer": encode_str_of, "smallint": encode_str_of}
+
+
+def encoder_for(column: ColumnLike) -> Encoder:
+    """The encoder of one column: JSON columns always get JSON text, others go by value type."""
+    pg_type = column.pg_type.lower()
+    if pg_type.startswith(("numeric", "decimal")):
+        return encode_str_of
+    if pg_type.startswith(("varchar", "character varying", "char")):
+        return encode_text
+    return _BY_TYPE.get(pg_type, encode_value)
+
+
+class RowEncoder:
+    """Encodes records into COPY text lines for a fixed list of columns."""
+
+    def __init__(self, columns: Sequence[ColumnLike]) -> None:
+        self.columns = list(columns)
+        self._plan = [(c.name, encoder_for(c)) for c in self.columns if c.name != DELETED]
+        names = [c.name for c in self.columns]
+        self._deleted_at = names.index(DELETED) if DELETED in names else None
+
+    def line(self, record: Mapping[str, Any]) -> str:
+        """One COPY line (without the LF); ``deleted`` comes from the record's ``op``."""
+        get = record.get
+        try:
+            parts = [enc(get(name)) for name, enc in self._plan]
+        except RecordError as exc:
+            raise self._locate(record, exc) from None
+        if self._deleted_at is not None:
+            parts.insert(self._deleted_at, "t" if get("op") == "d" else "f")
+        return "\t".join(parts)
+
+    def _locate(self, record: Mapping[str, Any], error: RecordError) -> RecordError:
+        # Off the hot path: name the field that failed.
+        for name, enc in self._plan:
+            try:
+                enc(record.get(name))
+            except RecordError as exc:
+                return RecordError(exc.reason, f"{name}: {exc}", field=name)
+        return error

@@ -1,0 +1,122 @@
+"""Key-level comparison of a hospital's source data with the warehouse, for one dataset.
+
+Both sides are reduced to ``{primary key: checksum of the mapped fields}`` with the same
+canonical form of every value, so a difference in type representation (``Decimal('1.50')`` from
+numeric vs ``Decimal('1.5')``, a jsonb number read back as float, an instant in another zone) is
+not reported as a difference while a difference in value is.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Iterable, Mapping, Sequence
+
+from sinks.core.copy import to_json
+
+
+def canonical(value: Any, *, is_json: bool = False) -> str:
+    """A stable text form of one value; jsonb values compare as parsed JSON."""
+    if value is None:
+        return "\x00null"
+    if is_json:
+        text = value if isinstance(value, str) else to_json(value)
+        canon: str = json.dumps(json.loads(text, parse_float=Decimal, parse_int=Decimal),
+                                sort_keys=True, ensure_ascii=False, default=_json_number)
+        return canon
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        return _number(Decimal(value))
+    if isinstance(value, float):
+        return _number(Decimal(repr(value)))
+    if isinstance(value, dt.datetime):
+        instant: dt.datetime = value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+        return instant.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    return str(value)
+
+
+def _number(value: Decimal) -> str:
+    if not value.is_finite():
+        return str(value)
+    if value == 0:
+        return "0"
+    return format(value.normalize(), "f")
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(_number(value)) if "." in _number(value) else int(_number(value))
+    raise TypeError(type(value).__name__)
+
+
+def checksum(record: Mapping[str, Any], fields: Sequence[str], json_fields: frozenset[str] = frozenset()) -> str:
+    """Checksum of the mapped fields of one record (MD5 of their canonical forms)."""
+    h = hashlib.md5()
+    for name in fields:
+        h.update(canonical(record.get(name), is_json=name in json_fields).encode("utf-8"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def key_checksums(records: Iterable[Mapping[str, Any]], key: Sequence[str], fields: Sequence[str],
+                  json_fields: frozenset[str] = frozenset()) -> dict[tuple[str, ...], str]:
+    """``{key: checksum}`` of a record set; key values in canonical text so both sides agree."""
+    out: dict[tuple[str, ...], str] = {}
+    for record in records:
+        out[tuple(canonical(record.get(k)) for k in key)] = checksum(record, fields, json_fields)
+    return out
+
+
+@dataclass
+class Difference:
+    """What differs for one org and dataset; keys are canonical primary-key tuples."""
+
+    org: str
+    dataset: str
+    source_rows: int = 0
+    warehouse_rows: int = 0
+    missing: list[tuple[str, ...]] = field(default_factory=list)
+    extra: list[tuple[str, ...]] = field(default_factory=list)
+    different: list[tuple[str, ...]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.extra or self.different) and self.source_rows == self.warehouse_rows
+
+
+def compare(org: str, dataset: str, source: Mapping[tuple[str, ...], str],
+            warehouse: Mapping[tuple[str, ...], str]) -> Difference:
+    """Missing (in source, not in warehouse), extra (the reverse) and different keys, sorted."""
+    diff = Difference(org=org, dataset=dataset, source_rows=len(source), warehouse_rows=len(warehouse))
+    for k, cs in source.items():
+        other = warehouse.get(k)
+        if other is None:
+            diff.missing.append(k)
+        elif other != cs:
+            diff.different.append(k)
+    diff.extra = [k for k in warehouse if k not in source]
+    diff.missing.sort()
+    diff.extra.sort()
+    diff.different.sort()
+    return diff
+
+
+def last_wins(records: Iterable[Mapping[str, Any]], key: Sequence[str]) -> list[Mapping[str, Any]]:
+    """The expected live rows of a stream of records: newest version per key, deletes removed."""
+    from sinks.core.batch import version  # local: keeps this module light for the source side
+
+    best: dict[tuple[Any, ...], tuple[Any, Mapping[str, Any]]] = {}
+    for record in records:
+        k = tuple(record.get(c) for c in key)
+        v = version(record)
+        held = best.get(k)
+        if held is None or held[0] <= v:
+            best[k] = (v, record)
+    return [r for _, r in best.values() if r.get("op") != "d"]
