@@ -1,0 +1,78 @@
+"""The workload generator: deterministic, valid ID numbers, dirty share respected, SQL shape."""
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+import pytest
+
+from connectors.simulator import identity
+from connectors.simulator.profiles import PROFILES
+from connectors.simulator.workload import Workload, render_sql, seed_transactions
+from streams.core.source import parse_ddl
+
+
+def _ops(vendor: str, seed: int, changes: int = 3000, dirty: float = 0.0) -> list[tuple[str, str, tuple[object, ...]]]:
+    w = Workload(PROFILES[vendor], seed=seed, start=datetime(2024, 3, 1, 8), dirty=dirty)
+    return [(op.kind, op.table, tuple(sorted(map(str, op.values.items())))) for tx in w.take(changes) for op in tx.ops]
+
+
+@pytest.mark.parametrize("vendor", ["a", "b"])
+def test_same_seed_same_workload(vendor: str) -> None:
+    assert _ops(vendor, 5) == _ops(vendor, 5)
+    assert _ops(vendor, 5) != _ops(vendor, 6)
+
+
+def test_check_digit_matches_gb11643_example() -> None:
+    # The worked example of GB 11643-1999.
+    assert identity.id_check_digit("11010519491231002") == "X"
+    assert identity.is_valid_id("11010519491231002X")
+    assert not identity.is_valid_id("110105194912310021")
+
+
+@pytest.mark.parametrize("vendor", ["a", "b"])
+def test_patient_id_numbers_are_valid(vendor: str) -> None:
+    profile = PROFILES[vendor]
+    table = profile.specs["patient"].table
+    id_col = "SFZH" if vendor == "a" else "id_no"
+    type_col, resident = ("ZJLX", "1") if vendor == "a" else ("id_type", "ID")
+    w = Workload(profile, seed=2)
+    rows = [op.values for tx in w.take(4000) for op in tx.ops if op.table == table and op.kind == "insert"]
+    residents = [r for r in rows if r[type_col] == resident]
+    assert len(residents) > 50
+    assert all(identity.is_valid_id(r[id_col]) for r in residents)
+
+
+@pytest.mark.parametrize("vendor", ["a", "b"])
+@pytest.mark.parametrize("share", [0.01, 0.05])
+def test_dirty_share_is_respected(vendor: str, share: float) -> None:
+    w = Workload(PROFILES[vendor], seed=9, dirty=share)
+    ops = [op for tx in w.take(30000) for op in tx.ops if op.kind == "insert"]
+    spoiled = [op for op in ops if op.dirty]
+    assert abs(len(spoiled) / len(ops) - share) < share * 0.25
+    assert {op.dirty for op in spoiled} == {"code", "missing", "date"}
+
+
+@pytest.mark.parametrize("vendor", ["a", "b"])
+def test_workload_makes_updates_deletes_and_multi_row_transactions(vendor: str) -> None:
+    w = Workload(PROFILES[vendor], seed=4)
+    txs = list(w.take(5000))
+    kinds = Counter(op.kind for tx in txs for op in tx.ops)
+    assert kinds["insert"] and kinds["update"] and kinds["delete"]
+    assert max(len(tx.ops) for tx in txs) > 3
+    actions = set(w.stats.by_action)
+    assert {"registration_cancel", "fee_refund", "order_stop", "lab_correct", "patient_fix", "discharge"} <= actions
+
+
+@pytest.mark.parametrize("vendor", ["a", "b"])
+def test_every_row_fits_the_ddl(vendor: str) -> None:
+    profile = PROFILES[vendor]
+    desc = parse_ddl(profile.ddl, profile.dialect)
+    txs = seed_transactions(profile) + list(Workload(profile, seed=1).take(3000))
+    for tx in txs:
+        for op in tx.ops:
+            table = desc.tables[op.table]
+            assert set(op.values) <= set(table.columns), op.table
+            assert tuple(op.key) == table.key, op.table
+            sql, params = render_sql(profile, op)
+            assert sql.count("%s") == len(params)
