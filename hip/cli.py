@@ -15,16 +15,36 @@ from hip.errors import ConfigError, PlatformError
 # (module, attribute) of every sub-command; a missing module is a packaging bug, not a skip.
 COMMANDS: list[tuple[str, str]] = [
     ("hip.stack_cli", "stack"),
+    ("hip.observability.exporter", "exporter"),
+    ("hip.status_cli", "status"),
+    ("sinks.sink_cli", "sink"),
+    ("connectors.fleet_cli", "fleet"),
+    ("connectors.simulator.cli", "simulate"),
+    ("streams.mappings_cli", "mappings"),
+    ("hip.datasets_cli", "datasets"),
+    ("sinks.warehouse_cli", "warehouse"),
+    ("streams.normalizer_cli", "normalizer"),
+    ("streams.stats.cli", "stats"),
 ]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Imports a sub-command's module only when it is used, so `hip stack health` stays quick."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(attr for _, attr in COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        for module_name, attr in COMMANDS:
+            if attr == cmd_name:
+                command: click.Command = getattr(importlib.import_module(module_name), attr)
+                return command
+        return None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Capture hospital database changes into the provincial health information platform."""
-
-
-for module_name, attr in COMMANDS:
-    cli.add_command(getattr(importlib.import_module(module_name), attr))
 
 
 def main() -> None:
