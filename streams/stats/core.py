@@ -1,0 +1,554 @@
+"""Incremental statistics: pure contribution logic and the two ledgers that apply it exactly once.
+
+A standard record *contributes* integer measures to statistics cells: ``(stat dataset, org, *key)``
+→ ``{measure: int}``. Money is counted in fen (0.01 yuan) so that sums stay exact; ratios are
+derived from the sums only when a row is emitted.
+
+Two stages keep the totals exact under updates, deletes, replays and crashes:
+
+1. ``plan`` (keyed by the source record): compares the record's position with the last one seen,
+   and turns the new version into *statements*: the record's full contribution to each cell it
+   touches now, and an empty contribution to each cell it touched before but no longer does.
+   Statements are absolute, so sending one twice is harmless; no before-image is needed.
+2. ``fold`` (keyed by the cell): keeps each record's last statement per cell and adds
+   ``new - old`` to the cell's totals, ignoring older or repeated positions.
+
+Days are local (Asia/Shanghai) ISO dates. The daily census (patients at 24:00, occupied and open
+bed-days) covers the statistics window ``[since, as_of)``: an open stay counts every midnight from
+its admission up to the start of ``as_of``; department bed counts are current values counted for
+every day of the window. The SQL recomputation uses the same window.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from hip.conformance import has_errors, plan_for, to_days, to_ms
+from hip.conformance import check as conformance_check
+
+Cell = tuple[str, ...]
+Measures = dict[str, int]
+Contributions = dict[Cell, Measures]
+
+DAY_MS = 86_400_000
+LOCAL_OFFSET_MS = 8 * 3_600_000  # Asia/Shanghai, no daylight saving since 1991
+LATE_MS = DAY_MS  # an upload more than a day after the source commit is late
+_EPOCH = dt.date(1970, 1, 1)
+UNKNOWN = "-"  # dimension value when the source leaves it empty, so the cell key stays non-null
+
+BED_USAGE = "bed_usage_stat"
+QUALITY = "upload_quality_stat"
+ADMISSION = "admission_discharge_stat"
+FEE = "fee_stat"
+OUTPATIENT = "outpatient_workload_stat"
+INPATIENT = "inpatient_workload_stat"
+STAT_DATASETS = (BED_USAGE, QUALITY, ADMISSION, FEE, OUTPATIENT, INPATIENT)
+# Business key of each statistics dataset after org_code, in cell order.
+CELL_FIELDS: dict[str, tuple[str, ...]] = {
+    BED_USAGE: ("stat_date", "dept_code"),
+    QUALITY: ("stat_date", "dataset", "rule"),
+    ADMISSION: ("stat_date", "dept_code"),
+    FEE: ("stat_date", "dept_code", "visit_type_code", "fee_class_code"),
+    OUTPATIENT: ("stat_date", "dept_code"),
+    INPATIENT: ("stat_date", "dept_code"),
+}
+# Integer measures per statistics dataset; money measures end in _fen and map to a yuan column.
+MEASURES: dict[str, tuple[str, ...]] = {
+    BED_USAGE: ("approved_beds", "open_beds", "occupied_beds", "open_bed_days", "occupied_bed_days",
+                "admissions", "discharges", "patients_at_end", "same_day_admit_discharge",
+                "discharged_bed_days"),
+    QUALITY: ("records_received", "records_rejected", "records_accepted", "findings", "affected_records",
+              "required_values_expected", "required_values_missing", "delay_seconds_total", "late_records"),
+    ADMISSION: ("admissions", "emergency_admissions", "outpatient_admissions", "referral_admissions",
+                "discharges", "discharged_on_advice", "discharged_transferred", "discharged_to_community",
+                "discharged_against_advice", "deaths", "discharged_other", "discharged_bed_days",
+                "patients_in_hospital"),
+    FEE: ("amount_fen", "refund_amount_fen", "self_pay_amount_fen", "detail_count"),
+    OUTPATIENT: ("total_visits", "outpatient_visits", "emergency_visits", "registrations",
+                 "cancelled_registrations", "appointment_visits", "first_visits", "return_visits",
+                 "outpatient_revenue_fen", "drug_revenue_fen"),
+    INPATIENT: ("admissions", "discharges", "deaths", "patients_in_hospital", "open_beds", "open_bed_days",
+                "occupied_bed_days", "discharged_bed_days", "operations", "level4_operations",
+                "inpatient_revenue_fen", "drug_revenue_fen", "material_revenue_fen"),
+}
+ROUTE_MEASURES = {"1": "emergency_admissions", "2": "outpatient_admissions", "3": "referral_admissions"}
+DISCHARGE_MEASURES = {"1": "discharged_on_advice", "2": "discharged_transferred", "3": "discharged_to_community",
+                      "4": "discharged_against_advice", "5": "deaths", "9": "discharged_other"}
+DRUG_CLASSES = ("06", "07")  # 西药类, 中药类 (BASY_FEE)
+MATERIAL_CLASSES = ("09",)  # 耗材类
+SOURCE_DATASETS = ("outpatient_registration", "medical_fee", "inpatient_visit", "operation_record", "department")
+
+
+@dataclass(frozen=True)
+class Window:
+    """The days the daily census covers: ``since`` inclusive to ``as_of`` exclusive."""
+
+    since: dt.date
+    as_of: dt.date
+
+    @property
+    def first(self) -> int:
+        return (self.since - _EPOCH).days
+
+    @property
+    def end(self) -> int:
+        return (self.as_of - _EPOCH).days
+
+
+# ---------------------------------------------------------------- value helpers
+
+def iso_day(days: int) -> str:
+    return (_EPOCH + dt.timedelta(days=days)).isoformat()
+
+
+def local_day(record: Mapping[str, Any], date_field: str, ts_field: str | None) -> int | None:
+    """Epoch day of ``date_field``, else the local date of ``ts_field``."""
+    d = to_days(record.get(date_field))
+    if d is None and ts_field is not None:
+        ms = to_ms(record.get(ts_field))
+        if ms is not None:
+            d = (ms + LOCAL_OFFSET_MS) // DAY_MS
+    return d
+
+
+def fen(value: Any) -> int:
+    """Exact amount in fen; values carry at most two decimals (Avro decimal scale 2)."""
+    if value is None:
+        return 0
+    return int((Decimal(str(value)) * 100).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def dim(value: Any) -> str:
+    return UNKNOWN if value is None or value == "" else str(value)
+
+
+def _add(out: Contributions, cell: Cell, measures: Mapping[str, int]) -> None:
+    """Add ``measures`` into ``out[cell]``, dropping zeros so an empty cell means no contribution."""
+    into = out.setdefault(cell, {})
+    for k, v in measures.items():
+        if v:
+            into[k] = into.get(k, 0) + v
+    if not into:
+        del out[cell]
+
+
+# ---------------------------------------------------------------- contributions per source dataset
+
+def registration_contributions(org: str, r: Mapping[str, Any], window: Window) -> Contributions:
+    """Dataset 63 from a registration: counted on its registration day, cancelled ones only as 退号."""
+    day = local_day(r, "registration_date", "registration_time")
+    if day is None:
+        return {}
+    cancelled = r.get("cancelled") is True or r.get("status") == "退号"
+    m: Measures = {"registrations": 1}
+    if cancelled:
+        m["cancelled_registrations"] = 1
+    else:
+        visit = r.get("visit_type_code")
+        m["total_visits"] = 1
+        m["emergency_visits" if visit == "2" else "outpatient_visits"] = 1
+        if r.get("appointment_no"):
+            m["appointment_visits"] = 1
+        if r.get("is_first_visit") is True:
+            m["first_visits"] = 1
+        elif r.get("is_first_visit") is False:
+            m["return_visits"] = 1
+    out: Contributions = {}
+    _add(out, (OUTPATIENT, org, iso_day(day), dim(r.get("dept_code"))), m)
+    return out
+
+
+def fee_contributions(org: str, r: Mapping[str, Any], window: Window) -> Contributions:
+    """Dataset 62 (and revenue of 63/64) from a fee line; a refund line counts negative whatever its sign."""
+    day = local_day(r, "charge_date", "charge_time")
+    if day is None:
+        return {}
+    refund = r.get("is_refund") is True
+    amount, self_pay = fen(r.get("amount")), fen(r.get("self_pay_amount"))
+    if refund:
+        amount, self_pay = -abs(amount), -abs(self_pay)
+    fee_class = dim(r.get("fee_class_code"))
+    visit = dim(r.get("visit_type_code"))
+    dept = dim(r.get("ordering_dept_code"))
+    out: Contributions = {}
+    _add(out, (FEE, org, iso_day(day), dept, visit, fee_class),
+         {"amount_fen": amount, "refund_amount_fen": -amount if refund else 0,
+          "self_pay_amount_fen": self_pay, "detail_count": 1})
+    drug = amount if fee_class[:2] in DRUG_CLASSES else 0
+    if visit in ("1", "2"):
+        _add(out, (OUTPATIENT, org, iso_day(day), dept), {"outpatient_revenue_fen": amount, "drug_revenue_fen": drug})
+    elif visit == "3":
+        _add(out, (INPATIENT, org, iso_day(day), dept),
+             {"inpatient_revenue_fen": amount, "drug_revenue_fen": drug,
+              "material_revenue_fen": amount if fee_class[:2] in MATERIAL_CLASSES else 0})
+    return out
+
+
+def stay_dept(r: Mapping[str, Any]) -> str:
+    """Department a stay is counted in for the census and discharges (transfers not split)."""
+    for name in ("discharge_dept_code", "current_dept_code", "admission_dept_code"):
+        if r.get(name):
+            return str(r[name])
+    return UNKNOWN
+
+
+def visit_contributions(org: str, r: Mapping[str, Any], window: Window) -> Contributions:
+    """Datasets 58, 61, 64 from an inpatient visit: admission, discharge, and one count per midnight."""
+    admitted = local_day(r, "admission_date", "admission_time")
+    if admitted is None:
+        return {}
+    discharged = local_day(r, "discharge_date", "discharge_time")
+    out: Contributions = {}
+    adm_dept = dim(r.get("admission_dept_code"))
+    day = iso_day(admitted)
+    adm: Measures = {"admissions": 1}
+    route = ROUTE_MEASURES.get(str(r.get("admission_route_code")))
+    _add(out, (ADMISSION, org, day, adm_dept), {**adm, **({route: 1} if route else {})})
+    _add(out, (INPATIENT, org, day, adm_dept), adm)
+    _add(out, (BED_USAGE, org, day, adm_dept), adm)
+    dept = stay_dept(r)
+    if discharged is not None:
+        day = iso_day(discharged)
+        bed_days = max(1, discharged - admitted)
+        death = 1 if r.get("discharge_method_code") == "5" else 0
+        method = DISCHARGE_MEASURES.get(str(r.get("discharge_method_code")))
+        same_day = 1 if discharged == admitted else 0
+        _add(out, (ADMISSION, org, day, dept),
+             {"discharges": 1, "discharged_bed_days": bed_days, **({method: 1} if method else {})})
+        _add(out, (INPATIENT, org, day, dept),
+             {"discharges": 1, "deaths": death, "discharged_bed_days": bed_days, "occupied_bed_days": same_day})
+        _add(out, (BED_USAGE, org, day, dept),
+             {"discharges": 1, "discharged_bed_days": bed_days, "same_day_admit_discharge": same_day,
+              "occupied_bed_days": same_day})
+    end = window.end if discharged is None else min(discharged, window.end)
+    for d in range(max(admitted, window.first), end):
+        day = iso_day(d)
+        _add(out, (ADMISSION, org, day, dept), {"patients_in_hospital": 1})
+        _add(out, (INPATIENT, org, day, dept), {"patients_in_hospital": 1, "occupied_bed_days": 1})
+        _add(out, (BED_USAGE, org, day, dept), {"occupied_beds": 1, "patients_at_end": 1, "occupied_bed_days": 1})
+    return out
+
+
+def operation_contributions(org: str, r: Mapping[str, Any], window: Window) -> Contributions:
+    """Dataset 64 operations: inpatient operations (visit type 3 or unknown) on their local day."""
+    if r.get("visit_type_code") in ("1", "2"):
+        return {}
+    day = local_day(r, "op_date", "start_time")
+    if day is None:
+        return {}
+    out: Contributions = {}
+    _add(out, (INPATIENT, org, iso_day(day), dim(r.get("dept_code"))),
+         {"operations": 1, "level4_operations": 1 if r.get("op_level_code") == "4" else 0})
+    return out
+
+
+def department_contributions(org: str, r: Mapping[str, Any], window: Window) -> Contributions:
+    """Datasets 58, 64 open beds: the department's current counts on every day of the window."""
+    if r.get("is_active") is False:
+        return {}
+    open_beds = int(r.get("open_beds") or 0)
+    approved = int(r.get("approved_beds") or 0)
+    if not open_beds and not approved:
+        return {}
+    dept = dim(r.get("dept_code"))
+    out: Contributions = {}
+    for d in range(window.first, window.end):
+        day = iso_day(d)
+        _add(out, (BED_USAGE, org, day, dept),
+             {"approved_beds": approved, "open_beds": open_beds, "open_bed_days": open_beds})
+        _add(out, (INPATIENT, org, day, dept), {"open_beds": open_beds, "open_bed_days": open_beds})
+    return out
+
+
+def quality_contributions(dataset: str, org: str, r: Mapping[str, Any]) -> Contributions:
+    """Dataset 60: the record counted on its local arrival day, with its findings by rule.
+
+    Conformance runs with ``now`` = the record's arrival, so the result does not depend on when the
+    statistics are computed.
+    """
+    ingest = to_ms(r.get("ingest_ts"))
+    if ingest is None:
+        return {}
+    day = iso_day((ingest + LOCAL_OFFSET_MS) // DAY_MS)
+    findings = conformance_check(dataset, dict(r), now=ingest)
+    plan = plan_for(dataset)
+    expected = plan.required + plan.recommended
+    missing = sum(1 for name in expected if r.get(name) is None or r.get(name) == "")
+    source = to_ms(r.get("source_ts"))
+    delay = max(0, ingest - source) if source is not None else 0
+    rejected = 1 if has_errors(findings) else 0
+    out: Contributions = {}
+    _add(out, (QUALITY, org, day, dataset, "*"),
+         {"records_received": 1, "records_rejected": rejected, "records_accepted": 1 - rejected,
+          "findings": len(findings), "affected_records": 1 if findings else 0,
+          "required_values_expected": len(expected), "required_values_missing": missing,
+          "delay_seconds_total": delay // 1000, "late_records": 1 if delay > LATE_MS else 0})
+    by_rule: dict[str, int] = {}
+    for f in findings:
+        by_rule[f.rule] = by_rule.get(f.rule, 0) + 1
+    for rule, n in by_rule.items():
+        _add(out, (QUALITY, org, day, dataset, rule), {"findings": n, "affected_records": 1})
+    return out
+
+
+CONTRIBUTORS: dict[str, Callable[[str, Mapping[str, Any], Window], Contributions]] = {
+    "outpatient_registration": registration_contributions,
+    "medical_fee": fee_contributions,
+    "inpatient_visit": visit_contributions,
+    "operation_record": operation_contributions,
+    "department": department_contributions,
+}
+
+
+def contributions(dataset: str, record: Mapping[str, Any], window: Window, *, quality: bool = True) -> Contributions:
+    """Everything one standard record version contributes; a delete contributes nothing."""
+    if record.get("op") == "d":
+        return {}
+    org = str(record["org_code"])
+    out: Contributions = {}
+    fn = CONTRIBUTORS.get(dataset)
+    if fn is not None:
+        for cell, m in fn(org, record, window).items():
+            _add(out, cell, m)
+    if quality:
+        for cell, m in quality_contributions(dataset, org, record).items():
+            _add(out, cell, m)
+    return out
+
+
+def source_ref(dataset: str, org: str, business_key: Sequence[Any]) -> str:
+    """Identity of a source record across datasets: dataset + org + business key."""
+    return json.dumps([dataset, org, *[None if v is None else str(v) for v in business_key]],
+                      ensure_ascii=False, separators=(",", ":"))
+
+
+def cell_id(cell: Cell) -> str:
+    return json.dumps(list(cell), ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_cell(text: str) -> Cell:
+    return tuple(json.loads(text))
+
+
+# ---------------------------------------------------------------- stage 1: per source record
+
+@dataclass(frozen=True)
+class Entry:
+    """What stage 1 remembers of a source record: its position and the cells of its last version.
+
+    ``retired`` are the cells that version stopped contributing to; they are re-sent on a replay of
+    the same position, so a crash between saving the entry and sending the statements loses nothing.
+    """
+
+    position: str
+    cells: tuple[str, ...]
+    retired: tuple[str, ...] = ()
+
+    def to_json(self) -> list[Any]:
+        return [self.position, list(self.cells), list(self.retired)]
+
+    @classmethod
+    def from_json(cls, value: Sequence[Any]) -> Entry:
+        return cls(str(value[0]), tuple(value[1]), tuple(value[2]))
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A source record's whole contribution to one cell as of ``position`` (empty = none)."""
+
+    cell: str
+    source: str
+    position: str
+    measures: Measures
+
+
+@dataclass(frozen=True)
+class Plan:
+    entry: Entry | None
+    statements: list[Statement]
+    stale: bool = False
+    replay: bool = False
+
+
+def plan(source: str, old: Entry | None, position: str, new: Contributions) -> Plan:
+    """Statements for a new version of ``source`` (``new`` empty for a delete)."""
+    if old is not None and position < old.position:
+        return Plan(old, [], stale=True)
+    cells = {cell_id(c): m for c, m in new.items()}
+    if old is not None and position == old.position:
+        retired = old.retired
+        statements = [Statement(c, source, position, m) for c, m in sorted(cells.items())]
+        statements += [Statement(c, source, position, {}) for c in retired if c not in cells]
+        return Plan(old, statements, replay=True)
+    retired = tuple(sorted(set(old.cells) - set(cells))) if old is not None else ()
+    statements = [Statement(c, source, position, m) for c, m in sorted(cells.items())]
+    statements += [Statement(c, source, position, {}) for c in retired]
+    return Plan(Entry(position, tuple(sorted(cells)), retired), statements)
+
+
+# ---------------------------------------------------------------- stage 2: per cell
+
+@dataclass(frozen=True)
+class Member:
+    """A source record's applied statement in one cell."""
+
+    position: str
+    measures: Measures
+
+    def to_json(self) -> list[Any]:
+        return [self.position, self.measures]
+
+    @classmethod
+    def from_json(cls, value: Sequence[Any]) -> Member:
+        return cls(str(value[0]), dict(value[1]))
+
+
+@dataclass(frozen=True)
+class CellState:
+    """A cell's totals; ``last`` names the statement applied last, to finish it after a crash."""
+
+    totals: Measures
+    last: tuple[str, str] | None = None
+
+    def to_json(self) -> list[Any]:
+        return [self.totals, list(self.last) if self.last else None]
+
+    @classmethod
+    def from_json(cls, value: Sequence[Any]) -> CellState:
+        return cls(dict(value[0]), (str(value[1][0]), str(value[1][1])) if value[1] else None)
+
+
+@dataclass(frozen=True)
+class Fold:
+    state: CellState | None  # None: unchanged
+    member: Member | None  # None: unchanged
+    emit: bool
+
+
+def fold(state: CellState | None, member: Member | None, st: Statement) -> Fold:
+    """Apply one statement to a cell: totals += new - old, exactly once per position.
+
+    Save ``state`` before ``member``: if only the state reached the changelog, ``last`` shows the
+    totals already hold this statement and a replay only saves the member.
+    """
+    if member is not None and st.position < member.position:
+        return Fold(None, None, emit=False)
+    if member is not None and st.position == member.position:
+        return Fold(None, None, emit=True)
+    totals = dict(state.totals) if state is not None else {}
+    marker = (st.source, st.position)
+    if state is not None and state.last == marker:
+        return Fold(None, Member(st.position, dict(st.measures)), emit=True)
+    old = member.measures if member is not None else {}
+    for k in set(old) | set(st.measures):
+        v = totals.get(k, 0) + st.measures.get(k, 0) - old.get(k, 0)
+        if v:
+            totals[k] = v
+        else:
+            totals.pop(k, None)
+    return Fold(CellState(totals, marker), Member(st.position, dict(st.measures)), emit=True)
+
+
+# ---------------------------------------------------------------- reference ledger
+
+@dataclass
+class Ledger:
+    """Both stages in memory: the reference the Faust processor must agree with (and the bench)."""
+
+    entries: dict[str, Entry] = field(default_factory=dict)
+    cells: dict[str, CellState] = field(default_factory=dict)
+    members: dict[tuple[str, str], Member] = field(default_factory=dict)
+
+    def apply(self, source: str, position: str, new: Contributions | None) -> dict[Cell, Measures]:
+        """Apply a version (``None`` = delete); returns the change of each touched cell's totals."""
+        p = plan(source, self.entries.get(source), position, new or {})
+        if p.entry is not None:
+            self.entries[source] = p.entry
+        delta: dict[Cell, Measures] = {}
+        for st in p.statements:
+            before = dict(self.cells[st.cell].totals) if st.cell in self.cells else {}
+            f = fold(self.cells.get(st.cell), self.members.get((st.cell, st.source)), st)
+            if f.state is not None:
+                self.cells[st.cell] = f.state
+            if f.member is not None:
+                self.members[(st.cell, st.source)] = f.member
+            after = self.cells[st.cell].totals if st.cell in self.cells else {}
+            d = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
+            d = {k: v for k, v in d.items() if v}
+            if d:
+                delta[parse_cell(st.cell)] = d
+        return delta
+
+    def totals(self) -> dict[Cell, Measures]:
+        return {parse_cell(c): dict(s.totals) for c, s in self.cells.items() if s.totals}
+
+
+# ---------------------------------------------------------------- emitting rows
+
+def ratio(numerator: int, denominator: int, scale: int = 100, places: str = "0.01") -> Decimal | None:
+    """``numerator / denominator × scale`` rounded half-up, from integer sums; None without a denominator."""
+    if not denominator:
+        return None
+    return (Decimal(numerator) * scale / Decimal(denominator)).quantize(Decimal(places), rounding=ROUND_HALF_UP)
+
+
+def _yuan(value: int) -> Decimal:
+    return (Decimal(value) / 100).quantize(Decimal("0.01"))
+
+
+def stat_fields(cell: Cell, totals: Mapping[str, int]) -> dict[str, Any]:
+    """The statistics row of ``cell`` (without the header): key fields, measures, derived ratios."""
+    dataset, _org, *key = cell
+    row: dict[str, Any] = {}
+    for name, value in zip(CELL_FIELDS[dataset], key):
+        row[name] = dt.date.fromisoformat(value) if name == "stat_date" else value
+    for m in MEASURES[dataset]:
+        v = int(totals.get(m, 0))
+        if m.endswith("_fen"):
+            row[m[:-4]] = _yuan(v)
+        else:
+            row[m] = v
+    if dataset in (BED_USAGE,):
+        row["bed_usage_rate"] = ratio(row["occupied_bed_days"], row["open_bed_days"])
+    if dataset == ADMISSION:
+        row["average_stay_days"] = ratio(row["discharged_bed_days"], row["discharges"], 1)
+    if dataset == QUALITY:
+        exp = row["required_values_expected"]
+        row["completeness_rate"] = ratio(exp - row["required_values_missing"], exp)
+        row["average_delay_seconds"] = ratio(row["delay_seconds_total"], row["records_received"], 1)
+    return row
+
+
+def measures_of_row(dataset: str, row: Mapping[str, Any]) -> Measures:
+    """Integer measures back from a statistics row (e.g. read from the warehouse)."""
+    out: Measures = {}
+    for m in MEASURES[dataset]:
+        v = row.get(m[:-4] if m.endswith("_fen") else m)
+        n = fen(v) if m.endswith("_fen") else int(v or 0)
+        if n:
+            out[m] = n
+    return out
+
+
+def nonzero(cells: Mapping[Cell, Mapping[str, int]]) -> dict[Cell, Measures]:
+    out: dict[Cell, Measures] = {}
+    for c, m in cells.items():
+        kept = {k: int(v) for k, v in m.items() if v}
+        if kept:
+            out[c] = kept
+    return out
+
+
+def differences(incremental: Mapping[Cell, Mapping[str, int]], recomputed: Mapping[Cell, Mapping[str, int]]
+                ) -> list[tuple[Cell, Measures, Measures]]:
+    """Cells whose measures differ (absent = all zero), sorted."""
+    a, b = nonzero(incremental), nonzero(recomputed)
+    return [(c, a.get(c, {}), b.get(c, {})) for c in sorted(set(a) | set(b)) if a.get(c, {}) != b.get(c, {})]
+
+
+def add_all(into: dict[Cell, Measures], more: Iterable[tuple[Cell, Mapping[str, int]]]) -> None:
+    for cell, m in more:
+        _add(into, cell, m)

@@ -1,0 +1,144 @@
+"""The pure statistics core: contributions per dataset, and exactly-once application."""
+from __future__ import annotations
+
+import datetime as dt
+import random
+from decimal import Decimal
+
+from streams.stats import core
+from streams.stats.core import (ADMISSION, BED_USAGE, FEE, INPATIENT, OUTPATIENT, QUALITY, Ledger, Window,
+                                contributions, fold, plan)
+
+W = Window(dt.date(2024, 1, 25), dt.date(2024, 2, 3))
+ORG = "H1"
+
+
+def _day(s: str) -> dt.date:
+    return dt.date.fromisoformat(s)
+
+
+def visit(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {"org_code": ORG, "op": "u", "inpatient_no": "Z1", "admission_times": 1,
+                               "admission_date": _day("2024-01-30"), "admission_dept_code": "IM"}
+    base.update(kw)
+    return base
+
+
+def test_registration_counts_and_cancellation() -> None:
+    r = {"org_code": ORG, "op": "c", "registration_date": _day("2024-01-31"), "dept_code": "D1",
+         "visit_type_code": "2", "is_first_visit": True, "appointment_no": "A1"}
+    c = core.registration_contributions(ORG, r, W)
+    assert c == {(OUTPATIENT, ORG, "2024-01-31", "D1"): {
+        "registrations": 1, "total_visits": 1, "emergency_visits": 1, "first_visits": 1, "appointment_visits": 1}}
+    c = core.registration_contributions(ORG, {**r, "cancelled": True}, W)
+    assert c == {(OUTPATIENT, ORG, "2024-01-31", "D1"): {"registrations": 1, "cancelled_registrations": 1}}
+
+
+def test_fee_refund_netted_whatever_its_sign() -> None:
+    line = {"org_code": ORG, "charge_date": _day("2024-01-31"), "ordering_dept_code": "D1", "visit_type_code": "3",
+            "fee_class_code": "06", "amount": Decimal("12.34"), "self_pay_amount": Decimal("2.00")}
+    c = core.fee_contributions(ORG, line, W)
+    assert c[(FEE, ORG, "2024-01-31", "D1", "3", "06")] == {
+        "amount_fen": 1234, "self_pay_amount_fen": 200, "detail_count": 1}
+    assert c[(INPATIENT, ORG, "2024-01-31", "D1")] == {"inpatient_revenue_fen": 1234, "drug_revenue_fen": 1234}
+    for amount in (Decimal("12.34"), Decimal("-12.34")):
+        c = core.fee_contributions(ORG, {**line, "is_refund": True, "amount": amount}, W)
+        assert c[(FEE, ORG, "2024-01-31", "D1", "3", "06")]["amount_fen"] == -1234
+        assert c[(FEE, ORG, "2024-01-31", "D1", "3", "06")]["refund_amount_fen"] == 1234
+
+
+def test_stay_across_month_end_counts_each_midnight() -> None:
+    c = core.visit_contributions(ORG, visit(discharge_date=_day("2024-02-02"), discharge_method_code="5"), W)
+    census = sorted(cell[2] for cell, m in c.items() if cell[0] == ADMISSION and m.get("patients_in_hospital"))
+    assert census == ["2024-01-30", "2024-01-31", "2024-02-01"]
+    assert c[(ADMISSION, ORG, "2024-02-02", "IM")] == {"discharges": 1, "discharged_bed_days": 3, "deaths": 1}
+    assert c[(INPATIENT, ORG, "2024-02-02", "IM")]["deaths"] == 1
+
+
+def test_same_day_stay_counts_one_bed_day_and_open_stay_stops_at_as_of() -> None:
+    c = core.visit_contributions(ORG, visit(discharge_date=_day("2024-01-30")), W)
+    assert c[(BED_USAGE, ORG, "2024-01-30", "IM")] == {
+        "admissions": 1, "discharges": 1, "discharged_bed_days": 1, "same_day_admit_discharge": 1,
+        "occupied_bed_days": 1}
+    open_stay = core.visit_contributions(ORG, visit(), W)
+    days = sorted(cell[2] for cell, m in open_stay.items() if cell[0] == INPATIENT and m.get("patients_in_hospital"))
+    assert days[0] == "2024-01-30" and days[-1] == "2024-02-02"  # as_of 02-03 is exclusive
+
+
+def test_department_beds_cover_the_window() -> None:
+    c = core.department_contributions(ORG, {"dept_code": "IM", "open_beds": 40, "approved_beds": 45}, W)
+    bed_days = [m for cell, m in c.items() if cell[0] == BED_USAGE]
+    assert len(bed_days) == (W.as_of - W.since).days
+    assert bed_days[0] == {"approved_beds": 45, "open_beds": 40, "open_bed_days": 40}
+    assert core.department_contributions(ORG, {"dept_code": "IM", "open_beds": 40, "is_active": False}, W) == {}
+
+
+def test_operations_and_quality() -> None:
+    op = {"org_code": ORG, "op": "c", "operation_no": "S1", "op_date": _day("2024-01-31"), "dept_code": "SU",
+          "op_level_code": "4", "source_ts": 0, "ingest_ts": 1000, "source_system": "ANES", "source_table": "t",
+          "source_key": "[1]", "source_position": "1"}
+    assert core.operation_contributions(ORG, op, W) == {
+        (INPATIENT, ORG, "2024-01-31", "SU"): {"operations": 1, "level4_operations": 1}}
+    assert core.operation_contributions(ORG, {**op, "visit_type_code": "1"}, W) == {}
+    q = core.quality_contributions("operation_record", ORG, op)
+    star = q[(QUALITY, ORG, "1970-01-01", "operation_record", "*")]
+    assert star["records_received"] == 1 and star["delay_seconds_total"] == 1
+    assert star["required_values_expected"] >= star.get("required_values_missing", 0)
+
+
+def test_plan_retracts_cells_left_and_ignores_older_positions() -> None:
+    a = {("s", ORG, "x"): {"n": 1}}
+    b = {("s", ORG, "y"): {"n": 2}}
+    p1 = plan("r", None, "0002", a)
+    p2 = plan("r", p1.entry, "0003", b)
+    assert [(s.cell, s.measures) for s in p2.statements] == [('["s","H1","y"]', {"n": 2}), ('["s","H1","x"]', {})]
+    assert plan("r", p2.entry, "0001", a).stale
+    replay = plan("r", p2.entry, "0003", b)
+    assert replay.replay and {s.cell for s in replay.statements} == {'["s","H1","x"]', '["s","H1","y"]'}
+
+
+def test_fold_is_exactly_once_even_after_a_half_written_change() -> None:
+    st = core.Statement("c", "r", "0005", {"n": 3})
+    f = fold(None, None, st)
+    assert f.state is not None and f.state.totals == {"n": 3}
+    assert fold(f.state, f.member, st).state is None  # repeated: no change
+    # state saved, member lost (crash between the two writes): the replay only saves the member
+    g = fold(f.state, None, st)
+    assert g.state is None and g.member is not None
+    older = core.Statement("c", "r", "0004", {"n": 9})
+    assert not fold(f.state, f.member, older).emit
+
+
+def test_ledger_random_history_equals_last_versions() -> None:
+    rng = random.Random(7)
+    ledger = Ledger()
+    last: dict[str, tuple[str, dict[core.Cell, core.Measures]]] = {}
+    for i in range(3000):
+        source = f"r{rng.randrange(40)}"
+        pos = f"{i:08d}"
+        if rng.random() < 0.1 and source in last:
+            pos = last[source][0]  # duplicate delivery
+        new: dict[core.Cell, core.Measures] = {}
+        if rng.random() > 0.15:
+            for _ in range(rng.randrange(1, 4)):
+                core._add(new, ("s", ORG, str(rng.randrange(6))), {"n": rng.randrange(1, 5), "m": rng.randrange(-3, 3)})
+        if source in last and pos <= last[source][0]:
+            ledger.apply(source, pos, last[source][1])  # a redelivery carries the same version
+            continue
+        ledger.apply(source, pos, new)
+        last[source] = (pos, new)
+    expected: dict[core.Cell, core.Measures] = {}
+    for _, contrib in last.values():
+        core.add_all(expected, contrib.items())
+    assert core.differences(ledger.totals(), expected) == []
+
+
+def test_full_contributions_of_a_delete_are_empty_and_rows_round_trip() -> None:
+    assert contributions("inpatient_visit", visit(op="d"), W) == {}
+    cell = (FEE, ORG, "2024-01-31", "D1", "1", "06")
+    totals = {"amount_fen": -150, "refund_amount_fen": 150, "detail_count": 2}
+    row = core.stat_fields(cell, totals)
+    assert row["amount"] == Decimal("-1.50") and row["stat_date"] == dt.date(2024, 1, 31)
+    assert core.measures_of_row(FEE, row) == totals
+    bed = core.stat_fields((BED_USAGE, ORG, "2024-01-31", "IM"), {"occupied_bed_days": 2, "open_bed_days": 3})
+    assert bed["bed_usage_rate"] == Decimal("66.67")
