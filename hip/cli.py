@@ -25,6 +25,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("sinks.warehouse_cli", "warehouse"),
     ("streams.normalizer_cli", "normalizer"),
     ("streams.stats.cli", "stats"),
+    ("hip.demo_cli", "demo"),
 ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 from typing import Any
 
 import fastavro
@@ -84,13 +85,22 @@ class Codec:
         self._ids: dict[str, int] = {}
         self._writers: dict[int, tuple[str, Any]] = {}
 
-    def register(self, dataset: str) -> int:
+    def register(self, dataset: str, attempts: int = 5) -> int:
         """Register the dataset's schema (idempotent) with backward compatibility; returns its id."""
         if dataset not in self._ids:
             ds = self.catalogue[dataset]
             subject = subject_for(ds.topic)
-            self.registry.set_compatibility(subject)
-            schema_id = self.registry.register(subject, ds.schema)
+            for attempt in range(attempts):
+                try:
+                    self.registry.set_compatibility(subject)
+                    schema_id = self.registry.register(subject, ds.schema)
+                    break
+                except FatalError as exc:
+                    # Two workers setting up one subject at once: the registry refuses one of them
+                    # with "already exists"; the subject is then set up and a retry succeeds.
+                    if "already exists" not in str(exc) or attempt == attempts - 1:
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
             self._ids[dataset] = schema_id
             self._writers[schema_id] = (dataset, ds.parsed)
         return self._ids[dataset]

@@ -42,6 +42,9 @@ class Settings:
     exporter_metrics_port: int
     poller_metrics_port: int
     ingest_port: int
+    # Every std.* and stat.* topic has this many partitions: Faust's tables in the statistics
+    # worker need their source topics partitioned alike.
+    std_partitions: int = 6
 
     @property
     def bootstrap_servers(self) -> str:
@@ -110,4 +113,5 @@ def load_settings() -> Settings:
         exporter_metrics_port=port("EXPORTER_METRICS"),
         poller_metrics_port=port("POLLER_METRICS"),
         ingest_port=port("INGEST"),
+        std_partitions=int(os.environ.get("HIP_STD_PARTITIONS", "6")),
     )

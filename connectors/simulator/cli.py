@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import click
 from tqdm import tqdm
 
-from connectors.simulator.database import check_db_name, connect, create_hospital
+from connectors.simulator.database import hospital_exists, check_db_name, connect, create_hospital
 from connectors.simulator.profiles import PROFILES
 from connectors.simulator.workload import Transaction, Workload, execute, next_free_id, seed_transactions
 
@@ -24,10 +24,14 @@ def simulate() -> None:
 @_VENDOR
 @_DB
 @click.option("--replace", is_flag=True, help="Drop the database first if it exists.")
-def create(vendor: str, database: str, replace: bool) -> None:
+@click.option("--if-missing", is_flag=True, help="Do nothing if the database exists already.")
+def create(vendor: str, database: str, replace: bool, if_missing: bool) -> None:
     """Create a hospital's schema and seed its code tables (departments, staff, drugs, beds)."""
     profile = PROFILES[vendor]
     check_db_name(database)
+    if if_missing and not replace and hospital_exists(profile, database):
+        click.echo(f"{database} exists; left as it is")
+        return
     create_hospital(profile, database, replace=replace)
     conn = connect(profile, database)
     try:

@@ -54,9 +54,25 @@ def statements(ddl: str) -> list[str]:
     return [s.strip() for s in body.split(";") if s.strip()]
 
 
+def hospital_exists(profile: Profile, database: str) -> bool:
+    admin = connect(profile, None)
+    try:
+        with admin.cursor() as cur:
+            if profile.dialect == "postgres":
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            else:
+                cur.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (database,))
+            return cur.fetchone() is not None
+    finally:
+        admin.close()
+
+
 def create_hospital(profile: Profile, database: str, *, replace: bool = False) -> None:
     """Create the hospital database (dropping it first with ``replace``) and apply the DDL."""
     check_db_name(database)
+    if not replace and hospital_exists(profile, database):
+        raise ConfigError(f"database {database} already exists; --replace drops and recreates it, "
+                          "--if-missing leaves it as it is", field="--db")
     admin = connect(profile, None)
     try:
         if profile.dialect == "postgres":

@@ -15,7 +15,7 @@ process before the event is acked, so a restart replays it.
 
 Configuration (environment): ``HIP_STATS_SINCE`` / ``HIP_STATS_AS_OF`` (the census window, ISO
 dates; default the last 31 days up to today, local), ``HIP_STATS_TOPIC_SUFFIX`` (appended to every
-topic name, for isolated runs), ``HIP_STATS_PARTITIONS`` [4], ``HIP_STATS_APP_ID`` [hip-stats],
+topic name, for isolated runs), ``HIP_STD_PARTITIONS`` [6, the std topics' count], ``HIP_STATS_APP_ID`` [hip-stats],
 ``HIP_STATS_DATASETS`` (comma list of source datasets; default every standard dataset),
 ``HIP_STATS_QUALITY`` [1] (0 skips dataset 60).
 """
@@ -38,7 +38,6 @@ from hip.errors import RecordError
 from hip.records import record_key
 from hip.settings import load_settings
 from streams.stats import core
-from streams.stats.registry import register_with_retry
 
 log = logging.getLogger("hip.stats")
 STAGE = "stats"
@@ -55,7 +54,7 @@ def window_from_env() -> core.Window:
 
 
 SUFFIX = os.environ.get("HIP_STATS_TOPIC_SUFFIX", "")
-PARTITIONS = int(os.environ.get("HIP_STATS_PARTITIONS", "4"))
+PARTITIONS = load_settings().std_partitions
 WINDOW = window_from_env()
 QUALITY = os.environ.get("HIP_STATS_QUALITY", "1") != "0"
 CATALOGUE = load_catalogue()
@@ -94,7 +93,7 @@ def codec() -> Any:
     if _codec is None:
         _codec = codec_from_settings()
         for name in core.STAT_DATASETS:
-            register_with_retry(_codec, name)
+            _codec.register(name)
     return _codec
 
 

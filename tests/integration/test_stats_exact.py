@@ -29,7 +29,6 @@ from hip.records import poll_position, record_key
 from hip.settings import load_settings
 from sinks.ddl import migrate
 from streams.stats import core
-from streams.stats.registry import register_with_retry
 from streams.stats.recompute import describe, recompute
 
 pytestmark = pytest.mark.integration
@@ -160,7 +159,7 @@ def write_warehouse(conn: Any, w: Workload) -> None:
 def produce(settings: Any, suffix: str, messages: list[tuple[str, dict[str, Any]]]) -> None:
     codec = codec_from_settings()
     for d in DATASETS:
-        register_with_retry(codec, d)
+        codec.register(d)
     cat = load_catalogue()
     p = Producer({"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": True})
     for dataset, rec in messages:
@@ -176,7 +175,7 @@ class StatReader:
     def __init__(self, settings: Any, suffix: str, orgs: list[str]) -> None:
         self.codec = codec_from_settings()
         for d in core.STAT_DATASETS:
-            register_with_retry(self.codec, d)
+            self.codec.register(d)
         self.orgs = set(orgs)
         self.consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"t{uuid.uuid4().hex}",
                                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
