@@ -13,10 +13,15 @@ if ((${#missing[@]})); then
   [[ $EUID -eq 0 ]] || die "missing Debian packages: ${missing[*]}; run as root or install them: apt-get install ${missing[*]}"
   say "installing Debian packages: ${missing[*]}"
   # Debian's maintainer scripts would start system-wide servers; the stack runs its own.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$LOGS/apt.log" 2>&1 \
-    || { tail -20 "$LOGS/apt.log" >&2; die "apt-get install failed (log: $LOGS/apt.log)"; }
+  # policy-rc.d tells them not to, for this install only (an existing one is left alone).
+  own_policy=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; own_policy=1
+  fi
+  apt-get update -qq >"$LOGS/apt.log" 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$LOGS/apt.log" 2>&1 \
+    || { ((own_policy)) && rm -f /usr/sbin/policy-rc.d; tail -20 "$LOGS/apt.log" >&2; die "apt-get install failed (log: $LOGS/apt.log)"; }
+  ((own_policy)) && rm -f /usr/sbin/policy-rc.d
 fi
 
 java_major="$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)"
