@@ -168,8 +168,9 @@ start_registry() {
   mkdir -p "$CONF/registry/config"
   render "$ROOT/deploy/registry/application.properties" "$CONF/registry/config/application.properties"
   chmod 600 "$CONF/registry/config/application.properties"
-  # Quarkus reads ./config/application.properties from its working directory.
-  (cd "$CONF/registry" && spawn "$name" java -Xms128m -Xmx512m -XX:+ExitOnOutOfMemoryError -jar "$dir/apicurio-registry-app-$APICURIO_VERSION-runner.jar")
+  # Quarkus reads ./config/application.properties, so the registry starts in its conf folder.
+  spawn "$name" bash -c "cd '$CONF/registry' && exec java -Xms128m -Xmx512m -XX:+ExitOnOutOfMemoryError \
+      -jar '$dir/apicurio-registry-app-$APICURIO_VERSION-runner.jar'"
   wait_for "$name" 120 "$VENV/bin/hip" stack health registry
 }
 
@@ -177,8 +178,8 @@ start_prometheus() {
   local name=prometheus
   if running "$name"; then say "$name already running"; return 0; fi
   require_free_port "$HIP_PROMETHEUS_PORT" HIP_PROMETHEUS_PORT
-  local cfg="$ROOT/deploy/prometheus/prometheus.yml"
-  [[ -f "$cfg" ]] || die "missing $cfg"
+  local cfg="$CONF/prometheus.yml"
+  render "$ROOT/deploy/prometheus/prometheus.yml" "$cfg"
   promtool check config "$cfg" >"$LOGS/promtool.log" 2>&1 || { cat "$LOGS/promtool.log" >&2; die "invalid Prometheus configuration: $cfg"; }
   mkdir -p "$DATA/prometheus"
   spawn "$name" prometheus --config.file="$cfg" --storage.tsdb.path="$DATA/prometheus" \

@@ -6,6 +6,7 @@ All data, logs and downloads live under ``var/`` (or ``$HIP_VAR``).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,14 @@ class Settings:
         if key not in values:
             raise ConfigError(f"no '{key}' entry", file=str(path), field=key)
         return values[key]
+
+
+def render_template(text: str) -> str:
+    """Substitute ``${NAME}`` from deploy/ports.env, the environment and ``ROOT`` (as deploy/up.sh does)."""
+    values = _read_env_file(PORTS_FILE)
+    values.update({k: v for k, v in os.environ.items() if k.startswith("HIP_")})
+    values["ROOT"] = str(ROOT)
+    return re.sub(r"\$\{([A-Z_]+)\}", lambda m: values.get(m.group(1), m.group(0)), text)
 
 
 def load_settings() -> Settings:

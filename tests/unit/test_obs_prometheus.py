@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from hip import metrics
-from hip.settings import load_settings
+from hip.settings import load_settings, render_template
 
 PROM = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 PROMTOOL = "/usr/bin/promtool"
@@ -18,8 +18,14 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=120)
 
 
-def test_config_and_rules_pass_promtool_check() -> None:
-    res = _run("check", "config", str(PROM / "prometheus.yml"))
+def _rendered(tmp_path: Path) -> Path:
+    out = tmp_path / "prometheus.yml"
+    out.write_text(render_template((PROM / "prometheus.yml").read_text(encoding="utf-8")), encoding="utf-8")
+    return out
+
+
+def test_config_and_rules_pass_promtool_check(tmp_path: Path) -> None:
+    res = _run("check", "config", str(_rendered(tmp_path)))
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -30,8 +36,8 @@ def test_rule_unit_tests_pass() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_scrape_targets_match_the_ports_file() -> None:
-    cfg = yaml.safe_load((PROM / "prometheus.yml").read_text(encoding="utf-8"))
+def test_scrape_targets_match_the_ports_file(tmp_path: Path) -> None:
+    cfg = yaml.safe_load(_rendered(tmp_path).read_text(encoding="utf-8"))
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in cfg["scrape_configs"]}
     s = load_settings()
     assert targets["hip-exporter"] == [f"127.0.0.1:{s.exporter_metrics_port}"]
@@ -40,7 +46,7 @@ def test_scrape_targets_match_the_ports_file() -> None:
     assert targets["hip-stats"] == [f"127.0.0.1:{s.stats_metrics_port}"]
     assert targets["prometheus"] == [f"127.0.0.1:{s.prometheus_port}"]
     assert cfg["global"]["scrape_interval"] == "5s" and cfg["global"]["evaluation_interval"] == "5s"
-    assert cfg["rule_files"] == ["rules/*.yml"]
+    assert cfg["rule_files"] == [str(PROM / "rules" / "*.yml")]
 
 
 def test_every_issue_alert_exists() -> None:
