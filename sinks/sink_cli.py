@@ -5,6 +5,7 @@ import datetime as dt
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -143,43 +144,95 @@ def renormalize_cmd(org: str, since: str | None) -> None:
 
 
 @sink.command("reconcile")
-@click.option("--org", "orgs", multiple=True, required=True, help="Hospital(s) to check.")
-@click.option("--dataset", "datasets", multiple=True, help="Datasets (default: all).")
+@click.option("--org", "orgs", multiple=True,
+              help="Hospital(s) to check (default: with --against source, every enabled hospital of the fleet "
+                   "that has a mapping; required with --against topic).")
+@click.option("--dataset", "datasets", multiple=True, help="Datasets (default: every dataset the org maps to).")
 @click.option("--against", type=click.Choice(["source", "topic"]), default="source", show_default=True,
               help="source: hospital tables through the mapping core; topic: newest record per key.")
+@click.option("--fleet", "fleet_file", type=click.Path(path_type=Path, dir_okay=False), envvar="HIP_FLEET",
+              default=None, help="Fleet declaration [default: connectors/fleet/local.yaml].")
+@click.option("--mappings", "mappings_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder of vendor profiles and hospitals/<org>.yaml [default: streams/mappings].")
+@click.option("--warehouse-schema", default=None,
+              help="Compare with the tables of this schema instead of the dataset's (a copy, for tests).")
 @click.option("--limit", default=20, show_default=True, help="Keys printed per kind of difference.")
-def reconcile_cmd(orgs: tuple[str, ...], datasets: tuple[str, ...], against: str, limit: int) -> None:
-    """Compare source data with the warehouse per dataset; exit 1 when anything differs."""
+def reconcile_cmd(orgs: tuple[str, ...], datasets: tuple[str, ...], against: str, fleet_file: Path | None,
+                  mappings_dir: Path | None, warehouse_schema: str | None, limit: int) -> None:
+    """Compare source data with the warehouse per dataset; exit 1 when anything differs.
+
+    Rows are compared by key with a checksum of the mapped fields (not op, source_position,
+    source_ts, ingest_ts or warehouse_ts). Source rows the mapping core rejects are counted as
+    "rejected at source": they are expected to be absent from the warehouse.
+    """
+    from dataclasses import replace
+
     from hip.catalogue import load_catalogue
-    from sinks.reconciler import reconcile, source_records, topic_records
+    from sinks.reconciler import reconcile, topic_records
     from sinks.warehouse import Warehouse
 
     settings = load_settings()
     cat = load_catalogue()
-    tables = catalogue_tables()
+    resolve = catalogue_tables()
+
+    def tables(name: str) -> TableLike:
+        table = resolve(name)
+        return replace(table, schema=warehouse_schema) if warehouse_schema else table  # type: ignore[type-var]
+
+    if against == "topic" and not orgs:
+        raise click.UsageError("--against topic needs --org")
+    sides: dict[str, Any] = {}
+    if against == "source":
+        from connectors.fleet import LOCAL_FILE, load_fleet
+        from sinks.reconciler import source_side
+        from streams.core.mapping import MAPPINGS_DIR, load_mappings
+
+        fleet = load_fleet(fleet_file or LOCAL_FILE)
+        mappings = load_mappings(mappings_dir or MAPPINGS_DIR)
+        if not orgs:
+            orgs = tuple(h.org for h in fleet.hospitals if h.enabled and h.org in mappings.hospitals)
+        for org in orgs:
+            click.echo(f"reading the source tables of {org} …", err=True)
+            sides[org] = source_side(org, fleet, mappings, tables=tables)
     warehouse = Warehouse(settings.warehouse_dsn, application_name="hip-sink-reconcile")
-    decoder = default_decoder()
+    decoder = default_decoder() if against == "topic" else None
     dirty = 0
     for org in orgs:
-        for name in datasets or tuple(cat.datasets):
+        side = sides.get(org)
+        names = datasets
+        if not names:
+            names = tuple(cat.datasets) if side is None else tuple(sorted(_mapped_datasets(mappings, org)))
+        for name in names:
             table = tables(name)
-            if against == "topic":
+            if side is None:
                 source: Any = topic_records(settings.bootstrap_servers, cat[name].topic, org, decoder,
                                             list(table.primary_key))
             else:
-                source = source_records(org, name)
+                from sinks.core.reconcile import KeyChecksums, compared_fields
+
+                source = side.datasets.get(name) or KeyChecksums(*compared_fields(table))
             diff = reconcile(org, name, table, source, warehouse)
             status = "ok" if diff.clean else "DIFF"
             click.echo(f"{status:4} {org} {name}: source {diff.source_rows}, warehouse {diff.warehouse_rows}, "
-                       f"missing {len(diff.missing)}, extra {len(diff.extra)}, different {len(diff.different)}")
-            for kind in ("missing", "extra", "different"):
+                       f"missing {len(diff.missing)}, extra {len(diff.extra)}, different {len(diff.different)}"
+                       + (f", rejected at source {diff.rejected}" if side is not None else "")
+                       + (f", duplicate at source {len(diff.duplicates)}" if diff.duplicates else ""))
+            for kind in ("missing", "extra", "different", "duplicates"):
                 keys = getattr(diff, kind)
                 for k in keys[:limit]:
-                    click.echo(f"     {kind} {list(k)}")
+                    click.echo(f"     {kind.rstrip('s') if kind == 'duplicates' else kind} {list(k)}")
                 if len(keys) > limit:
                     click.echo(f"     … {len(keys) - limit} more {kind}")
             dirty += 0 if diff.clean else 1
+        if side is not None:
+            click.echo(f"     {org}: {side.rows_read} source rows mapped, rejected at source "
+                       f"{sum(side.rejected.values())}"
+                       + "".join(f"; {ds} {reason}: {n}" for (ds, reason), n in sorted(side.rejected.items())))
     warehouse.close()
     if dirty:
         sys.exit(1)
 
+
+def _mapped_datasets(mappings: Any, org: str) -> set[str]:
+    """Datasets the mappings of one hospital produce."""
+    return {m.dataset for (o, _), route in mappings.routes.items() if o == org for m in route.mappings}

@@ -4,6 +4,13 @@ Both sides are reduced to ``{primary key: checksum of the mapped fields}`` with 
 canonical form of every value, so a difference in type representation (``Decimal('1.50')`` from
 numeric vs ``Decimal('1.5')``, a jsonb number read back as float, an instant in another zone) is
 not reported as a difference while a difference in value is.
+
+Compared: the primary key, the dataset's fields and the provenance a mapping determines
+(``source_system``, ``source_table``, ``source_key``, ``mapping_id``). Not compared: what records
+the moment of capture rather than the data: ``op``, ``source_position``, ``ingest_ts``,
+``warehouse_ts`` and ``source_ts``. ``source_ts`` is the commit time of the change that produced
+the stored version; a SELECT of the source cannot know it (a snapshot read only has its own read
+time), so it would differ on every row. Freshness is watched by the exporter instead.
 """
 from __future__ import annotations
 
@@ -15,6 +22,20 @@ from decimal import Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
 from sinks.core.copy import to_json
+from sinks.core.table import TableLike, mapped_columns
+
+# Header fields a mapping determines from the source row, so both sides must agree on them.
+PROVENANCE = ("source_system", "source_table", "source_key", "mapping_id")
+
+
+def compared_fields(table: TableLike) -> tuple[list[str], list[str], frozenset[str]]:
+    """(key, compared non-key fields, jsonb fields) of a warehouse table."""
+    cols = mapped_columns(table)
+    key = list(table.primary_key)
+    present = {c.name for c in table.columns}
+    fields = [c.name for c in cols if c.name not in key] + [p for p in PROVENANCE if p in present]
+    json_fields = frozenset(c.name for c in cols if c.pg_type.lower() in ("jsonb", "json"))
+    return key, fields, json_fields
 
 
 def canonical(value: Any, *, is_json: bool = False) -> str:
@@ -85,16 +106,41 @@ class Difference:
     missing: list[tuple[str, ...]] = field(default_factory=list)
     extra: list[tuple[str, ...]] = field(default_factory=list)
     different: list[tuple[str, ...]] = field(default_factory=list)
+    # Source rows the mapping core dead-letters: expected to be absent, so counted, never missing.
+    rejected: int = 0
+    # Keys that two source rows map to: the warehouse can hold only one of them.
+    duplicates: list[tuple[str, ...]] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not (self.missing or self.extra or self.different) and self.source_rows == self.warehouse_rows
+        return (not (self.missing or self.extra or self.different or self.duplicates)
+                and self.source_rows == self.warehouse_rows)
+
+
+class KeyChecksums:
+    """``{key: checksum}`` built one record at a time, noting keys seen twice."""
+
+    def __init__(self, key: Sequence[str], fields: Sequence[str], json_fields: frozenset[str] = frozenset()) -> None:
+        self.key = list(key)
+        self.fields = list(fields)
+        self.json_fields = json_fields
+        self.sums: dict[tuple[str, ...], str] = {}
+        self.duplicates: list[tuple[str, ...]] = []
+        self.rejected = 0
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        k = tuple(canonical(record.get(c)) for c in self.key)
+        if k in self.sums:
+            self.duplicates.append(k)
+        self.sums[k] = checksum(record, self.fields, self.json_fields)
 
 
 def compare(org: str, dataset: str, source: Mapping[tuple[str, ...], str],
-            warehouse: Mapping[tuple[str, ...], str]) -> Difference:
+            warehouse: Mapping[tuple[str, ...], str], *, rejected: int = 0,
+            duplicates: Sequence[tuple[str, ...]] = ()) -> Difference:
     """Missing (in source, not in warehouse), extra (the reverse) and different keys, sorted."""
-    diff = Difference(org=org, dataset=dataset, source_rows=len(source), warehouse_rows=len(warehouse))
+    diff = Difference(org=org, dataset=dataset, source_rows=len(source), warehouse_rows=len(warehouse),
+                      rejected=rejected, duplicates=sorted(set(duplicates)))
     for k, cs in source.items():
         other = warehouse.get(k)
         if other is None:
