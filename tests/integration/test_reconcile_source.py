@@ -40,17 +40,6 @@ pytestmark = pytest.mark.integration
 
 HIP = str(Path(sys.executable).with_name("hip"))
 
-# The simulator writes values longer than these columns (vendor A incision class "II"/"III" into
-# CHAR(1); vendor B discharge way "COMMUNITY" into VARCHAR(8)), which the databases refuse once a
-# workload is long enough. Until the simulator is fixed the test databases get wider columns;
-# the mappings' source description is not affected (Debezium does not encode lengths).
-WIDEN: dict[str, list[str]] = {
-    "a": ["ALTER TABLE SS_SSJL MODIFY QKDJ VARCHAR(3)"],
-    "b": ["ALTER TABLE his.inpt_visit ALTER COLUMN discharge_way TYPE VARCHAR(16)",
-          "ALTER TABLE his.mr_homepage ALTER COLUMN discharge_way TYPE VARCHAR(16)"],
-}
-
-
 @dataclass
 class SimHospital:
     vendor: str
@@ -111,10 +100,6 @@ class Hospitals:
             create_hospital(h.profile, h.database)
             conn = connect(h.profile, h.database)
             try:
-                with conn.cursor() as cur:
-                    for statement in WIDEN[h.vendor]:
-                        cur.execute(statement)
-                conn.commit()
                 execute(conn, h.profile, seed_transactions(h.profile))
             finally:
                 conn.close()

@@ -221,7 +221,7 @@ CREATE TABLE his.inpt_visit (
   attending_doctor varchar(16),
   discharge_time timestamp,
   discharge_dept varchar(16),
-  discharge_way varchar(8),
+  discharge_way varchar(16),
   status varchar(8),
   updated_at timestamp,
   PRIMARY KEY (inpt_id)
@@ -297,7 +297,7 @@ CREATE TABLE his.mr_homepage (
   other_diag_2 varchar(20),
   oper_code varchar(20),
   oper_name varchar(100),
-  discharge_way varchar(8),
+  discharge_way varchar(16),
   total_fee numeric(12,2),
   self_fee numeric(12,2),
   western_drug_fee numeric(12,2),
