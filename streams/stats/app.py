@@ -2,27 +2,35 @@
 
 Stage 1 (agent ``contribute``) reads ``std.<dataset>`` and keeps the ledger of each source record
 (table ``stats-ledger``, keyed by dataset + org + business key, so a key is always updated from the
-one partition its record hashes to). It sends statements to the internal topic ``stats.statements``
-keyed by cell. Stage 2 (agent ``total``) reads that topic and keeps the cell totals and each record's
-applied statement in one table (``stats-cells``): one changelog topic, so its writes reach the
-changelog in order. Each changed cell is produced to ``stat.<dataset>`` with its new totals.
+one partition its record hashes to). It sends statements to the internal topic ``stats.statements``:
+one message per event and target partition (a cell always maps to the same partition, by CRC-32 of
+its id), not one per cell. Stage 2 (agent ``total``) reads that topic and keeps the cell totals and
+each record's applied statement in one table (``stats-cells``): one changelog topic, so its writes
+reach the changelog in order. Changed cells are coalesced and produced to ``stat.<dataset>`` once
+per flush (every ``HIP_STATS_FLUSH_CELLS`` changed cells or ``HIP_STATS_FLUSH_SECONDS``).
 
 Both agents iterate per event (tables may not change inside ``take()`` batches) with concurrency 1.
-Faust acks an event when its iteration ends and flushes the producer before committing offsets, so
-every send and changelog write of an event is durable before its offset is committed. An
+Stage 1: Faust acks an event when its iteration ends and flushes the producer before committing
+offsets, so every send and changelog write of an event is durable before its offset is committed.
+Stage 2 acks manually: an event is acked only after the flush that emits its cells was acknowledged
+by the broker, so a crash replays every statement whose cells were not yet emitted; the replay
+changes no totals (``core.fold`` ignores a repeated position) and emits the cells again. An
 exception never escapes an agent: a bad record goes to ``dlq.stats``; anything unknown stops the
 process before the event is acked, so a restart replays it.
 
-Configuration (environment): ``HIP_STATS_SINCE`` / ``HIP_STATS_AS_OF`` (the census window, ISO
-dates; default the last 31 days up to today, local), ``HIP_STATS_TOPIC_SUFFIX`` (appended to every
-topic name, for isolated runs), ``HIP_STD_PARTITIONS`` [6, the std topics' count], ``HIP_STATS_APP_ID`` [hip-stats],
-``HIP_STATS_DATASETS`` (comma list of source datasets; default every standard dataset),
-``HIP_STATS_QUALITY`` [1] (0 skips dataset 60).
+Day rollover: unless ``HIP_STATS_AS_OF`` fixes the window, a timer notices the local date change
+(Asia/Shanghai) and moves the window for new events. The first event of each source partition after
+that (and after a start) first rolls the partition's window-dependent entries (stays, department
+beds) to the new window, recomputing each from the fields the entry keeps (``core.roll``): inside the
+event's iteration, so the ledger writes land in that partition's changelog and the statements are
+attached to the event; a crash replays the event and the roll, which is idempotent.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import zlib
 import logging
 import os
 import time
@@ -38,6 +46,7 @@ from hip.errors import RecordError
 from hip.records import record_key
 from hip.settings import load_settings
 from streams.stats import core
+from streams.stats.decode import StatsDecoder
 
 log = logging.getLogger("hip.stats")
 STAGE = "stats"
@@ -53,9 +62,18 @@ def window_from_env() -> core.Window:
     return core.Window(since, as_of)
 
 
+def window_for(as_of: dt.date) -> core.Window:
+    since_text = os.environ.get("HIP_STATS_SINCE")
+    since = dt.date.fromisoformat(since_text) if since_text else as_of - dt.timedelta(days=31)
+    return core.Window(since, as_of)
+
+
 SUFFIX = os.environ.get("HIP_STATS_TOPIC_SUFFIX", "")
 PARTITIONS = load_settings().std_partitions
 WINDOW = window_from_env()
+ROLLING = not os.environ.get("HIP_STATS_AS_OF")  # a fixed as_of is a fixed window: no rollover
+FLUSH_CELLS = int(os.environ.get("HIP_STATS_FLUSH_CELLS", "2000"))
+FLUSH_SECONDS = float(os.environ.get("HIP_STATS_FLUSH_SECONDS", "0.5"))
 QUALITY = os.environ.get("HIP_STATS_QUALITY", "1") != "0"
 CATALOGUE = load_catalogue()
 _listed = [d for d in os.environ.get("HIP_STATS_DATASETS", "").split(",") if d]
@@ -86,6 +104,7 @@ dlq_topic = app.topic(f"dlq.stats{SUFFIX}", key_type=bytes, value_type=bytes, ke
 ledger = app.Table("stats-ledger", default=None, key_type=str, partitions=PARTITIONS)
 cells = app.Table("stats-cells", default=None, key_type=str, partitions=PARTITIONS)
 _codec: Any = None
+_decoder: StatsDecoder | None = None
 
 
 def codec() -> Any:
@@ -95,6 +114,27 @@ def codec() -> Any:
         for name in core.STAT_DATASETS:
             _codec.register(name)
     return _codec
+
+
+def decoder() -> StatsDecoder:
+    global _decoder
+    if _decoder is None:
+        _decoder = StatsDecoder(codec())
+    return _decoder
+
+
+def target_partition(cell_text: str) -> int:
+    """The statements partition of a cell: stable across processes (``hash()`` is salted)."""
+    return zlib.crc32(cell_text.encode()) % PARTITIONS
+
+
+async def _send_statements(statements: list[core.Statement], ts: int) -> None:
+    groups: dict[int, list[list[Any]]] = {}
+    for st in statements:
+        groups.setdefault(target_partition(st.cell), []).append([st.cell, st.source, st.position, st.measures])
+    for part, items in sorted(groups.items()):
+        await statements_topic.send(key=str(part).encode(), partition=part,
+                                    value=json.dumps([ts, items], ensure_ascii=False, separators=(",", ":")).encode())
 
 
 def _fatal(exc: BaseException, where: str) -> None:
@@ -119,12 +159,19 @@ async def contribute(stream: Any) -> None:
     """Stage 1: a standard record version → statements for each cell it touches or left."""
     async for event in stream.events():
         try:
+            window = WINDOW
+            part = event.message.partition
+            if ROLLING and _rolled.get(part) != window.end:
+                # Inside this event's iteration, so the ledger writes go to this partition's changelog
+                # and the statements are attached to this event: a crash replays the event and the roll.
+                await _roll(part, window)
+                _rolled[part] = window.end
             try:
-                dataset, record = codec().decode(event.value)
+                dataset, record = decoder().decode(event.value)
                 ds = CATALOGUE[dataset]
                 org = str(record["org_code"])
                 source = core.source_ref(dataset, org, [record.get(k) for k in ds.business_key])
-                new = core.contributions(dataset, record, WINDOW, quality=QUALITY)
+                new = core.contributions(dataset, record, window, quality=QUALITY)
             except RecordError as exc:
                 await _dead_letter(event, exc.reason, str(exc))
                 continue
@@ -133,17 +180,46 @@ async def contribute(stream: Any) -> None:
                 continue
             metrics.EVENTS_IN.labels(stage=STAGE, org=org, system=str(record.get("source_system"))).inc()
             old = ledger.get(source)
-            p = core.plan(source, core.Entry.from_json(old) if old else None, str(record["source_position"]), new)
-            ts = core.to_ms(record.get("source_ts")) or 0
-            for st in p.statements:
-                await statements_topic.send(
-                    key=st.cell.encode(),
-                    value=json.dumps([st.cell, st.source, st.position, st.measures, ts],
-                                     ensure_ascii=False, separators=(",", ":")).encode())
+            p = core.plan(source, core.Entry.from_json(old) if old else None, str(record["source_position"]), new,
+                          fields=core.window_fields(dataset, record), window=window,
+                          partition=event.message.partition)
+            await _send_statements(p.statements, core.to_ms(record.get("source_ts")) or 0)
             if p.entry is not None and not p.stale and not p.replay:
                 ledger[source] = p.entry.to_json()
         except Exception as exc:  # noqa: BLE001 - see _fatal
             _fatal(exc, "contribute")
+
+
+async def _roll(part: int, window: core.Window) -> None:
+    """Move the window-dependent entries of one source partition to ``window`` (idempotent)."""
+    rolled = 0
+    for source, value in list(ledger.items()):
+        entry = core.Entry.from_json(value)
+        if entry.partition != part or entry.fields is None:
+            continue
+        dataset, org = json.loads(source)[:2]
+        p = core.roll(source, dataset, org, entry, window)
+        if p is None:
+            continue
+        await _send_statements(p.statements, int(time.time() * 1000))
+        if p.entry is not None and not p.replay:
+            ledger[source] = p.entry.to_json()
+        rolled += 1
+    if rolled:
+        log.info("stats: partition %d rolled to %s (%d records)", part, window.as_of, rolled)
+
+
+_rolled: dict[int, int] = {}  # source partition -> window end its entries were rolled to (this process)
+
+
+@app.timer(interval=10.0)
+async def midnight() -> None:
+    """Advance the census window at local midnight; each partition rolls on its next event."""
+    global WINDOW
+    if ROLLING:
+        today = dt.datetime.now(LOCAL).date()
+        if today > WINDOW.as_of:
+            WINDOW = window_for(today)
 
 
 def stat_record(cell: core.Cell, totals: dict[str, int], position: str, source_ts: int) -> dict[str, Any]:
@@ -157,35 +233,82 @@ def stat_record(cell: core.Cell, totals: dict[str, int], position: str, source_t
             **row, "computed_time": now}
 
 
+class _Pending:
+    """Stage 2's unacked events and the cells they changed, emitted and acked together."""
+
+    def __init__(self) -> None:
+        self.cells = core.Coalescer()
+        self.events: list[Any] = []
+        self.since = 0.0
+        self.stream: Any = None
+
+    def take(self) -> tuple[dict[str, tuple[core.Measures, str, int]], list[Any]]:
+        events, self.events = self.events, []
+        return self.cells.take(), events
+
+
+PENDING = _Pending()
+
+
+async def flush() -> None:
+    """Emit each changed cell once, wait for the broker, then ack the events that changed them."""
+    dirty, events = PENDING.take()
+    if not events:
+        return
+    futures = []
+    for cell_text, (totals, pos, ts) in dirty.items():
+        cell = core.parse_cell(cell_text)
+        record = stat_record(cell, totals, pos, ts)
+        dataset = cell[0]
+        key = record_key(cell[1], list(cell[2:]))
+        # Forced: an attached send would wait for the commit, which waits for this ack.
+        futures.append(await stat_topics[dataset].send(key=key, value=codec().encode(dataset, record), force=True))
+        metrics.RECORDS_OUT.labels(stage=STAGE, org=cell[1], dataset=dataset).inc()
+    await asyncio.gather(*futures)
+    for event in events:
+        await PENDING.stream.ack(event)
+
+
 @app.agent(statements_topic, concurrency=1)
 async def total(stream: Any) -> None:
-    """Stage 2: fold statements into cell totals and emit each changed cell."""
-    async for event in stream.events():
+    """Stage 2: fold statements into cell totals; changed cells are emitted by ``flush``."""
+    manual = stream.noack()
+    PENDING.stream = manual
+    async for event in manual.events():
         try:
-            cell_text, source, position, measures, ts = json.loads(event.value)
-            st = core.Statement(cell_text, source, position, {k: int(v) for k, v in measures.items()})
-            state_key, member_key = f"T{cell_text}", f"M{cell_text}\x1f{source}"
-            state_json, member_json = cells.get(state_key), cells.get(member_key)
-            state = core.CellState.from_json(state_json) if state_json else None
-            f = core.fold(state, core.Member.from_json(member_json) if member_json else None, st)
-            if f.state is not None:
-                cells[state_key] = f.state.to_json()
-                state = f.state
-            if f.member is not None:
-                cells[member_key] = f.member.to_json()
-            if not f.emit:
-                continue
-            cell = core.parse_cell(cell_text)
-            totals = state.totals if state is not None else {}
-            # Offsets only grow within the partition every statement of this cell lands on.
+            ts, items = json.loads(event.value)
+            # Offsets only grow within the partition every statement of a cell lands on.
             pos = f"st:{event.message.partition:04d}:{event.message.offset:020d}"
-            record = stat_record(cell, totals, pos, int(ts))
-            dataset = cell[0]
-            key = record_key(cell[1], list(cell[2:]))
-            await stat_topics[dataset].send(key=key, value=codec().encode(dataset, record))
-            metrics.RECORDS_OUT.labels(stage=STAGE, org=cell[1], dataset=dataset).inc()
+            for cell_text, source, position, measures in items:
+                st = core.Statement(cell_text, source, position, {k: int(v) for k, v in measures.items()})
+                state_key, member_key = f"T{cell_text}", f"M{cell_text}\x1f{source}"
+                state_json, member_json = cells.get(state_key), cells.get(member_key)
+                state = core.CellState.from_json(state_json) if state_json else None
+                f = core.fold(state, core.Member.from_json(member_json) if member_json else None, st)
+                if f.state is not None:
+                    cells[state_key] = f.state.to_json()
+                    state = f.state
+                if f.member is not None:
+                    cells[member_key] = f.member.to_json()
+                if f.emit:
+                    PENDING.cells.mark(cell_text, state.totals if state is not None else {}, pos, int(ts))
+            if not PENDING.events:
+                PENDING.since = time.monotonic()
+            PENDING.events.append(event)
+            if len(PENDING.cells) >= FLUSH_CELLS or time.monotonic() - PENDING.since >= FLUSH_SECONDS:
+                await flush()
         except Exception as exc:  # noqa: BLE001 - see _fatal
             _fatal(exc, "total")
+
+
+@app.timer(interval=FLUSH_SECONDS)
+async def flush_idle() -> None:
+    """Flush when no statement arrives to trigger it."""
+    try:
+        if PENDING.events and time.monotonic() - PENDING.since >= FLUSH_SECONDS:
+            await flush()
+    except Exception as exc:  # noqa: BLE001 - see _fatal
+        _fatal(exc, "flush")
 
 
 def main(argv: list[str] | None = None) -> None:

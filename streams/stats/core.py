@@ -100,8 +100,18 @@ class Window:
 
 # ---------------------------------------------------------------- value helpers
 
+_ISO_DAYS: dict[int, str] = {}
+
+
 def iso_day(days: int) -> str:
-    return (_EPOCH + dt.timedelta(days=days)).isoformat()
+    # A handful of distinct days recur millions of times: formatting each once keeps dates off the hot path.
+    text = _ISO_DAYS.get(days)
+    if text is None:
+        text = (_EPOCH + dt.timedelta(days=days)).isoformat()
+        if len(_ISO_DAYS) > 100_000:
+            _ISO_DAYS.clear()
+        _ISO_DAYS[days] = text
+    return text
 
 
 def local_day(record: Mapping[str, Any], date_field: str, ts_field: str | None) -> int | None:
@@ -325,12 +335,40 @@ def source_ref(dataset: str, org: str, business_key: Sequence[Any]) -> str:
                       ensure_ascii=False, separators=(",", ":"))
 
 
+_CELL_IDS: dict[Cell, str] = {}
+_CELLS: dict[str, Cell] = {}
+
+
 def cell_id(cell: Cell) -> str:
-    return json.dumps(list(cell), ensure_ascii=False, separators=(",", ":"))
+    # Cells recur across records (one per day and department): JSON-encode each once.
+    text = _CELL_IDS.get(cell)
+    if text is None:
+        text = json.dumps(list(cell), ensure_ascii=False, separators=(",", ":"))
+        if len(_CELL_IDS) > 500_000:
+            _CELL_IDS.clear()
+            _CELLS.clear()
+        _CELL_IDS[cell] = text
+        _CELLS[text] = cell
+    return text
 
 
 def parse_cell(text: str) -> Cell:
-    return tuple(json.loads(text))
+    cell = _CELLS.get(text)
+    if cell is None:
+        cell = tuple(json.loads(text))
+        if len(_CELLS) > 500_000:
+            _CELL_IDS.clear()
+            _CELLS.clear()
+        _CELLS[text] = cell
+        _CELL_IDS[cell] = text
+    return cell
+
+
+def is_quality_cell(text: str) -> bool:
+    return text.startswith(_QUALITY_PREFIX)
+
+
+_QUALITY_PREFIX = '["' + QUALITY + '",'
 
 
 # ---------------------------------------------------------------- stage 1: per source record
@@ -341,17 +379,32 @@ class Entry:
 
     ``retired`` are the cells that version stopped contributing to; they are re-sent on a replay of
     the same position, so a crash between saving the entry and sending the statements loses nothing.
+    A record whose contribution depends on the census window (stays, department beds) also keeps the
+    few fields that contribution reads (``fields``) and the window it was computed for (``window``,
+    epoch days ``[first, end)``), so the day rollover can recompute it from the ledger alone.
+    ``partition`` is the source partition the entry is updated from: the rollover of a partition
+    visits only its own entries.
     """
 
     position: str
     cells: tuple[str, ...]
     retired: tuple[str, ...] = ()
+    fields: dict[str, Any] | None = None
+    window: tuple[int, int] | None = None
+    partition: int | None = None
 
     def to_json(self) -> list[Any]:
-        return [self.position, list(self.cells), list(self.retired)]
+        out: list[Any] = [self.position, list(self.cells), list(self.retired)]
+        if self.fields is not None or self.partition is not None:
+            out += [self.fields, list(self.window) if self.window else None, self.partition]
+        return out
 
     @classmethod
     def from_json(cls, value: Sequence[Any]) -> Entry:
+        if len(value) > 3:
+            w = value[4]
+            return cls(str(value[0]), tuple(value[1]), tuple(value[2]), value[3],
+                       (int(w[0]), int(w[1])) if w else None, value[5])
         return cls(str(value[0]), tuple(value[1]), tuple(value[2]))
 
 
@@ -373,8 +426,14 @@ class Plan:
     replay: bool = False
 
 
-def plan(source: str, old: Entry | None, position: str, new: Contributions) -> Plan:
-    """Statements for a new version of ``source`` (``new`` empty for a delete)."""
+def plan(source: str, old: Entry | None, position: str, new: Contributions, *,
+         keep: Sequence[str] = (), fields: dict[str, Any] | None = None, window: Window | None = None,
+         partition: int | None = None) -> Plan:
+    """Statements for a new version of ``source`` (``new`` empty for a delete).
+
+    ``keep``: cells the entry goes on naming without a statement (the rollover leaves dataset 60's
+    cells alone, as it cannot recompute them).
+    """
     if old is not None and position < old.position:
         return Plan(old, [], stale=True)
     cells = {cell_id(c): m for c, m in new.items()}
@@ -383,10 +442,76 @@ def plan(source: str, old: Entry | None, position: str, new: Contributions) -> P
         statements = [Statement(c, source, position, m) for c, m in sorted(cells.items())]
         statements += [Statement(c, source, position, {}) for c in retired if c not in cells]
         return Plan(old, statements, replay=True)
-    retired = tuple(sorted(set(old.cells) - set(cells))) if old is not None else ()
+    kept = set(keep) - set(cells)
+    retired = tuple(sorted(set(old.cells) - set(cells) - kept)) if old is not None else ()
     statements = [Statement(c, source, position, m) for c, m in sorted(cells.items())]
     statements += [Statement(c, source, position, {}) for c in retired]
-    return Plan(Entry(position, tuple(sorted(cells)), retired), statements)
+    entry = Entry(position, tuple(sorted(set(cells) | kept)), retired,
+                  fields, (window.first, window.end) if fields is not None and window is not None else None,
+                  partition)
+    return Plan(entry, statements)
+
+
+# ---------------------------------------------------------------- day rollover
+
+# The fields each window-dependent contribution reads; dates and timestamps kept as epoch numbers.
+WINDOW_FIELDS: dict[str, tuple[str, ...]] = {
+    "inpatient_visit": ("admission_date", "admission_time", "discharge_date", "discharge_time",
+                        "admission_dept_code", "current_dept_code", "discharge_dept_code",
+                        "admission_route_code", "discharge_method_code"),
+    "department": ("dept_code", "is_active", "open_beds", "approved_beds"),
+}
+ROLL_MARK = "\x1f"  # below every printable character: a rolled position sorts before the next version
+
+
+def window_fields(dataset: str, record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the rollover needs of a record to recompute its window-dependent contribution."""
+    names = WINDOW_FIELDS.get(dataset)
+    if names is None or record.get("op") == "d":
+        return None
+    out: dict[str, Any] = {}
+    for name in names:
+        v = record.get(name)
+        if v is None:
+            continue
+        if name.endswith("_date"):
+            v = to_days(v)
+        elif name.endswith("_time"):
+            v = to_ms(v)
+        out[name] = v
+    return out
+
+
+def roll_position(position: str, window: Window) -> str:
+    """The position of a record's contribution recomputed for ``window``: after its version, before
+    the next one (positions of one source have a fixed width)."""
+    return position.split(ROLL_MARK, 1)[0] + ROLL_MARK + iso_day(window.end)
+
+
+def roll(source: str, dataset: str, org: str, entry: Entry, window: Window) -> Plan | None:
+    """The statements that move a record's window-dependent contribution to ``window``.
+
+    Derived from the entry alone, so it is idempotent: an entry already rolled to ``window`` gives a
+    replay (the same statements again, harmless downstream), an entry whose contribution does not
+    change gives None. Cells of dataset 60 are kept as they are.
+    """
+    if entry.fields is None or entry.window is None:
+        return None
+    fn = CONTRIBUTORS[dataset]
+    if entry.window == (window.first, window.end):
+        if ROLL_MARK not in entry.position:
+            return None
+        new = fn(org, entry.fields, window)
+        return plan(source, entry, entry.position, new)
+    if entry.window[1] > window.end:
+        return None  # computed for a later window already
+    old_window = Window(_EPOCH + dt.timedelta(days=entry.window[0]), _EPOCH + dt.timedelta(days=entry.window[1]))
+    new = fn(org, entry.fields, window)
+    if new == fn(org, entry.fields, old_window):
+        return None
+    keep = [c for c in entry.cells if is_quality_cell(c)]
+    return plan(source, entry, roll_position(entry.position, window), new, keep=keep, fields=entry.fields,
+                window=window, partition=entry.partition)
 
 
 # ---------------------------------------------------------------- stage 2: per cell
@@ -461,22 +586,46 @@ class Ledger:
     entries: dict[str, Entry] = field(default_factory=dict)
     cells: dict[str, CellState] = field(default_factory=dict)
     members: dict[tuple[str, str], Member] = field(default_factory=dict)
+    origins: dict[str, tuple[str, str]] = field(default_factory=dict)  # source -> (dataset, org), for rolling
 
-    def apply(self, source: str, position: str, new: Contributions | None) -> dict[Cell, Measures]:
-        """Apply a version (``None`` = delete); returns the change of each touched cell's totals."""
-        p = plan(source, self.entries.get(source), position, new or {})
+    def apply(self, source: str, position: str, new: Contributions | None, *, dataset: str | None = None,
+              record: Mapping[str, Any] | None = None, window: Window | None = None) -> dict[Cell, Measures]:
+        """Apply a version (``None`` = delete); returns the change of each touched cell's totals.
+
+        With ``dataset``, ``record`` and ``window`` the entry keeps what the day rollover needs.
+        """
+        fields = window_fields(dataset, record) if dataset is not None and record is not None else None
+        if fields is not None and dataset is not None and record is not None:
+            self.origins[source] = (dataset, str(record["org_code"]))
+        p = plan(source, self.entries.get(source), position, new or {}, fields=fields, window=window)
+        return self._run(source, p)
+
+    def roll(self, window: Window) -> dict[Cell, Measures]:
+        """Advance every window-dependent contribution to ``window`` (the midnight tick)."""
+        delta: dict[Cell, Measures] = {}
+        for source, (dataset, org) in self.origins.items():
+            entry = self.entries.get(source)
+            p = roll(source, dataset, org, entry, window) if entry is not None else None
+            if p is not None:
+                for cell, d in self._run(source, p).items():
+                    _add(delta, cell, d)
+        return delta
+
+    def _run(self, source: str, p: Plan) -> dict[Cell, Measures]:
         if p.entry is not None:
             self.entries[source] = p.entry
         delta: dict[Cell, Measures] = {}
         for st in p.statements:
-            before = dict(self.cells[st.cell].totals) if st.cell in self.cells else {}
-            f = fold(self.cells.get(st.cell), self.members.get((st.cell, st.source)), st)
-            if f.state is not None:
-                self.cells[st.cell] = f.state
+            state = self.cells.get(st.cell)
+            f = fold(state, self.members.get((st.cell, st.source)), st)
             if f.member is not None:
                 self.members[(st.cell, st.source)] = f.member
-            after = self.cells[st.cell].totals if st.cell in self.cells else {}
-            d = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
+            if f.state is None:
+                continue
+            self.cells[st.cell] = f.state
+            before = state.totals if state is not None else {}
+            after = f.state.totals
+            d = {k: after.get(k, 0) - before.get(k, 0) for k in before.keys() | after.keys()}
             d = {k: v for k, v in d.items() if v}
             if d:
                 delta[parse_cell(st.cell)] = d
@@ -484,6 +633,29 @@ class Ledger:
 
     def totals(self) -> dict[Cell, Measures]:
         return {parse_cell(c): dict(s.totals) for c, s in self.cells.items() if s.totals}
+
+
+class Coalescer:
+    """Changed cells over a batch or time window, each emitted once with its latest totals.
+
+    A stay touching thirty day-cells, or a burst of fee lines on one department-day, then costs one
+    output record per cell per flush instead of one per cell per event.
+    """
+
+    def __init__(self) -> None:
+        self.dirty: dict[str, tuple[Measures, str, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.dirty)
+
+    def mark(self, cell: str, totals: Measures, position: str, source_ts: int) -> None:
+        # Re-inserting moves the cell to the end, so a flush emits cells in the order they last changed.
+        self.dirty.pop(cell, None)
+        self.dirty[cell] = (totals, position, source_ts)
+
+    def take(self) -> dict[str, tuple[Measures, str, int]]:
+        out, self.dirty = self.dirty, {}
+        return out
 
 
 # ---------------------------------------------------------------- emitting rows

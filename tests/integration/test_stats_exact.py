@@ -202,7 +202,7 @@ class StatReader:
 
 def start_worker(suffix: str, app_id: str, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "HIP_STATS_TOPIC_SUFFIX": suffix, "HIP_STATS_APP_ID": app_id,
-           "HIP_STATS_DATASETS": ",".join(DATASETS), "HIP_STATS_PARTITIONS": str(PARTITIONS),
+           "HIP_STATS_DATASETS": ",".join(DATASETS), "HIP_STD_PARTITIONS": str(PARTITIONS),
            "HIP_STATS_SINCE": WINDOW.since.isoformat(), "HIP_STATS_AS_OF": WINDOW.as_of.isoformat(),
            "HIP_STATS_METRICS_PORT": "0", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "streams.stats.app"], cwd=ROOT, env=env,

@@ -142,3 +142,85 @@ def test_full_contributions_of_a_delete_are_empty_and_rows_round_trip() -> None:
     assert core.measures_of_row(FEE, row) == totals
     bed = core.stat_fields((BED_USAGE, ORG, "2024-01-31", "IM"), {"occupied_bed_days": 2, "open_bed_days": 3})
     assert bed["bed_usage_rate"] == Decimal("66.67")
+
+
+def _random_windowed(rng: random.Random, n: int) -> list[tuple[str, dict[str, object]]]:
+    out: list[tuple[str, dict[str, object]]] = []
+    base = _day("2024-01-24")
+    for i in range(n):
+        if rng.random() < 0.2:
+            out.append(("department", {"org_code": ORG, "op": "u", "dept_code": rng.choice(["IM", "SU"]),
+                                       "open_beds": rng.randrange(0, 40), "approved_beds": 40,
+                                       "is_active": rng.choice([True, True, False])}))
+            continue
+        adm = base + dt.timedelta(days=rng.randrange(12))
+        v = visit(inpatient_no=f"Z{rng.randrange(30)}", admission_date=adm,
+                  admission_dept_code=rng.choice(["IM", "SU"]), op=rng.choice(["c", "u", "u", "d"]))
+        if rng.random() < 0.5:
+            v["discharge_date"] = adm + dt.timedelta(days=rng.randrange(6))
+            v["discharge_method_code"] = rng.choice(["1", "5"])
+        out.append(("inpatient_visit", v))
+    return out
+
+
+def _source(dataset: str, r: dict[str, object]) -> str:
+    key = [r["dept_code"]] if dataset == "department" else [r["inpatient_no"], r["admission_times"]]
+    return core.source_ref(dataset, ORG, key)
+
+
+def _expected(last: dict[str, tuple[str, dict[str, object]]], window: Window) -> dict[core.Cell, core.Measures]:
+    out: dict[core.Cell, core.Measures] = {}
+    for dataset, r in last.values():
+        core.add_all(out, contributions(dataset, r, window, quality=False).items())
+    return out
+
+
+def test_midnight_rollover_equals_a_recomputation_with_the_new_as_of() -> None:
+    rng = random.Random(11)
+    ledger = Ledger()
+    last: dict[str, tuple[str, dict[str, object]]] = {}
+    window = Window(_day("2024-01-20"), _day("2024-02-01"))
+    for i, (dataset, r) in enumerate(_random_windowed(rng, 400)):
+        source = _source(dataset, r)
+        ledger.apply(source, f"{i:08d}", contributions(dataset, r, window, quality=False),
+                     dataset=dataset, record=r, window=window)
+        last[source] = (dataset, r)
+    assert core.differences(ledger.totals(), _expected(last, window)) == []
+    for days in (1, 2, 5):  # one midnight, then a worker that was down over two and three midnights
+        window = Window(window.since + dt.timedelta(days=days), window.as_of + dt.timedelta(days=days))
+        ledger.roll(window)
+        assert core.differences(ledger.totals(), _expected(last, window)) == []
+        before = ledger.totals()
+        assert ledger.roll(window) == {}  # a repeated tick (restart, redelivery) changes nothing
+        assert ledger.totals() == before
+    # a version arriving after the rollover replaces the rolled contribution
+    dataset, r = next(v for v in last.values() if v[0] == "inpatient_visit" and v[1]["op"] != "d")
+    r2 = {**r, "discharge_date": window.as_of - dt.timedelta(days=1), "op": "u"}
+    source = _source(dataset, r2)
+    ledger.apply(source, "99999999", contributions(dataset, r2, window, quality=False), dataset=dataset,
+                 record=r2, window=window)
+    last[source] = (dataset, r2)
+    assert core.differences(ledger.totals(), _expected(last, window)) == []
+    # a redelivery of a version older than the rollover stays ignored
+    assert ledger.apply(source, "00000000", {}, dataset=dataset, record=r2, window=window) == {}
+
+
+def test_rollover_keeps_quality_cells_and_replays_after_a_crash() -> None:
+    window = Window(_day("2024-01-25"), _day("2024-02-01"))
+    r = visit(source_ts=0, ingest_ts=1000, source_position="p1", source_system="HIS", source_table="t",
+              source_key="[]")
+    new = contributions("inpatient_visit", r, window)
+    p = plan("s", None, "p1", new, fields=core.window_fields("inpatient_visit", r), window=window, partition=2)
+    assert p.entry is not None and p.entry.partition == 2
+    assert core.Entry.from_json(p.entry.to_json()) == p.entry
+    nxt = Window(window.since + dt.timedelta(days=1), window.as_of + dt.timedelta(days=1))
+    rolled = core.roll("s", "inpatient_visit", ORG, p.entry, nxt)
+    assert rolled is not None and rolled.entry is not None
+    assert not any(core.is_quality_cell(s.cell) for s in rolled.statements)
+    assert [c for c in p.entry.cells if core.is_quality_cell(c)] == [
+        c for c in rolled.entry.cells if core.is_quality_cell(c)]
+    assert "p1" < rolled.entry.position < "p2"
+    again = core.roll("s", "inpatient_visit", ORG, rolled.entry, nxt)  # the tick replayed after a crash
+    assert again is not None and again.replay
+    assert {s.cell for s in again.statements} == {s.cell for s in rolled.statements}
+    assert core.roll("s", "inpatient_visit", ORG, rolled.entry, window) is None  # an older tick

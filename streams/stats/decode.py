@@ -1,0 +1,102 @@
+"""Decoding standard records for the statistics: once, into plain values, with schemas parsed once.
+
+``hip.codec.Codec.decode`` is general: it re-parses the writer schema on every call (fastavro's
+``schemaless_reader`` does) and turns dates and timestamps into ``date`` / aware ``datetime`` objects.
+Both cost more than the statistics themselves. The statistics read dates and timestamps as epoch
+numbers anyway (``hip.conformance.to_days`` / ``to_ms`` accept both), so this decoder reads the body
+with the date and time logical types removed from the schema (the binary layout is the same: ints and
+longs), keeps decimals, and parses each schema once.
+
+A record written with an older schema version than the catalogue's goes through schema resolution
+(fastavro's ``schemaless_reader`` with a reader schema): correct, slower, and rare.
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import struct
+from typing import Any, Callable
+
+import fastavro
+import fastavro.schema
+
+from hip.codec import MAGIC, Codec
+from hip.errors import RecordError
+
+_HEADER = struct.Struct(">bI")
+_PLAIN = {"date", "time-millis", "time-micros", "timestamp-millis", "timestamp-micros",
+          "local-timestamp-millis", "local-timestamp-micros"}
+
+# The reader fastavro's schemaless_reader calls after parsing: private, hence the fallback to the public
+# (re-parsing) path when a fastavro build lacks it.
+_fast_read: Any = getattr(importlib.import_module("fastavro._read"), "_read_data", None)
+
+
+def plain_schema(schema: Any) -> Any:
+    """The schema with date/time logical types removed (values decode as epoch numbers)."""
+    if isinstance(schema, list):
+        return [plain_schema(s) for s in schema]
+    if isinstance(schema, dict):
+        if schema.get("logicalType") in _PLAIN:
+            return {k: v for k, v in schema.items() if k != "logicalType"}
+        return {k: (plain_schema(v) if k in ("type", "fields", "items", "values") else v) for k, v in schema.items()}
+    return schema
+
+
+def _canonical(schema: Any) -> str:
+    return str(fastavro.schema.to_parsing_canonical_form(schema))
+
+
+class StatsDecoder:
+    """Registry-framed Avro → (dataset, record) with dates as epoch days and timestamps as epoch ms."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self._readers: dict[int, tuple[str, Callable[[bytes], dict[str, Any]]]] = {}
+
+    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        if len(data) < 5 or data[0] != MAGIC:
+            raise RecordError("bad_magic", "not a registry-framed Avro record (magic byte missing)")
+        _, schema_id = _HEADER.unpack_from(data)
+        reader = self._readers.get(schema_id)
+        if reader is None:
+            reader = self._reader(schema_id)
+        dataset, read = reader
+        try:
+            return dataset, read(data)
+        except Exception as exc:  # fastavro raises many types on corrupt bodies
+            raise RecordError("avro_decode", f"schema id {schema_id}: cannot decode body: {exc}") from exc
+
+    def _reader(self, schema_id: int) -> tuple[str, Callable[[bytes], dict[str, Any]]]:
+        writers = self.codec._writers
+        if schema_id not in writers:
+            self.codec._load_writer(schema_id)
+        dataset, writer_parsed = writers[schema_id]
+        current = self.codec.catalogue[dataset]
+        reader_plain = plain_schema(current.schema)
+        writer_raw: Any = None
+        same = writer_parsed is current.parsed
+        if not same:
+            writer_raw = self.codec.registry.schema_by_id(schema_id)
+            same = _canonical(writer_raw) == _canonical(current.schema)
+        if same and _fast_read is not None:
+            named: dict[str, Any] = {}
+            parsed = fastavro.parse_schema(reader_plain, named, _write_hint=False)
+            options: dict[str, Any] = {}
+            fast = _fast_read
+
+            def read(data: bytes) -> dict[str, Any]:
+                record: dict[str, Any] = fast(io.BytesIO(data[5:]), parsed, named, None, options)
+                return record
+        else:
+            writer_plain = fastavro.parse_schema(plain_schema(writer_raw if writer_raw is not None
+                                                              else self.codec.registry.schema_by_id(schema_id)),
+                                                 _write_hint=False)
+            reader_parsed = fastavro.parse_schema(reader_plain, _write_hint=False)
+
+            def read(data: bytes) -> dict[str, Any]:
+                record: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(data[5:]), writer_plain,
+                                                                    reader_parsed)  # type: ignore[assignment]
+                return record
+        self._readers[schema_id] = (dataset, read)
+        return self._readers[schema_id]

@@ -1,0 +1,42 @@
+"""The statistics' decoder gives the same contributions as the general codec's decoding."""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import random
+from decimal import Decimal
+
+import fastavro
+
+from hip.catalogue import load_catalogue
+from streams.stats import core
+from streams.stats.bench import LocalCodec
+from streams.stats.decode import StatsDecoder
+
+
+def test_plain_decoding_contributes_like_the_codec() -> None:
+    cat = load_catalogue()
+    codec = LocalCodec(cat)
+    decoder = StatsDecoder(codec)  # type: ignore[arg-type]
+    rng = random.Random(3)
+    window = core.Window(dt.date(2024, 1, 20), dt.date(2024, 2, 3))
+    for i in range(300):
+        day = dt.date(2024, 1, 18) + dt.timedelta(days=rng.randrange(18))
+        head = {"org_code": "H1", "source_system": "HIS", "source_table": "t", "source_key": "[]", "op": "u",
+                "source_position": f"{i:08d}", "source_ts": 1_706_000_000_000 + rng.randrange(10**8),
+                "ingest_ts": 1_706_100_000_000 + rng.randrange(10**8), "mapping_id": None}
+        dataset, rec = rng.choice([
+            ("inpatient_visit", {**head, "inpatient_no": f"Z{i}", "admission_times": 1, "admission_date": day,
+                                 "admission_time": 1_706_000_000_000 + rng.randrange(10**9),
+                                 "discharge_date": rng.choice([None, day + dt.timedelta(days=2)])}),
+            ("medical_fee", {**head, "fee_detail_id": f"F{i}", "charge_date": None,
+                             "charge_time": 1_706_000_000_000 + rng.randrange(10**9), "visit_type_code": "1",
+                             "amount": Decimal(rng.randrange(-999, 99999)) / 100}),
+            ("outpatient_registration", {**head, "registration_no": f"G{i}", "registration_date": day}),
+        ])
+        data = codec.encode(dataset, rec)
+        general = fastavro.schemaless_reader(io.BytesIO(data[5:]), cat[dataset].parsed)
+        name, plain = decoder.decode(data)
+        assert name == dataset
+        assert isinstance(plain["source_ts"], int)
+        assert core.contributions(dataset, plain, window) == core.contributions(dataset, general, window)
