@@ -1,0 +1,154 @@
+"""The normalizer worker: a Faust agent around :class:`streams.normalizer_stage.Processor`.
+
+Faust lives only here. One agent (``concurrency=1``: higher values can commit past in-flight
+messages) reads the raw change topics of every hospital in batches with ``noack_take``, hands each
+batch to the processor, sends every resulting message through the app's aiokafka producer without
+awaiting each delivery, awaits the batch's delivery futures together, and only then acks the
+batch's events. An exception never escapes the agent (Faust would ack the event): a bad record
+is a dead letter, and any other failure stops the worker with its events unacked, so they are
+delivered again after the restart (at-least-once; the sink is idempotent by source position).
+
+Subscription: an explicit topic list (Faust's topic patterns subscribe to nothing). A timer lists
+the broker's topics every ``discover_interval_s``; when new ``raw.*`` topics appear the worker
+stops cleanly and ``hip normalizer run`` starts again with the longer list (Faust's in-process
+resubscription waits 45 s and, changing a running agent's topics, crashed its fetcher). The delay
+from topic creation to consumption is about ``discover_interval_s`` plus a restart and a
+consumer-group join (seconds).
+
+Lookups (the captured dictionary tables the mappings read): an in-process dict, rebuilt at start
+by reading the dictionary tables' raw topics from the beginning through the core, then kept up to
+date by the core as dictionary events pass through the agent. See ``docs`` in the CLI help for the
+restart behaviour.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import faust
+
+from hip import metrics
+from streams.core.mapping import MappingSet
+from streams.normalizer_stage import (
+    NormalizerConfig, Processor, dictionary_topics, list_raw_topics, rebuild_lookups)
+
+log = logging.getLogger("hip.normalizer")
+
+
+@dataclass
+class WorkerState:
+    """What the worker shares between its agent, its timer and the CLI."""
+
+    topics: list[str]
+    fatal: BaseException | None = None
+    restart: bool = False
+    on_restart: Callable[[], None] | None = None
+    batches: int = 0
+    events: int = 0
+    subscribed_at: dict[str, float] = field(default_factory=dict)
+
+
+def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappings: MappingSet,
+              topics: list[str], *, discover: bool = True) -> tuple[faust.App, WorkerState]:
+    """A Faust app consuming ``topics`` (and later raw topics) into ``processor``."""
+    app = faust.App(
+        cfg.group,
+        broker=f"kafka://{bootstrap}",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        topic_disable_leader=True,
+        store="memory://",
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=cfg.commit_interval_s,
+        broker_max_poll_records=cfg.max_poll_records,
+        consumer_max_fetch_size=cfg.max_fetch_bytes,
+        stream_buffer_maxsize=cfg.stream_buffer_maxsize,
+        producer_linger=cfg.producer_linger_s,
+        producer_max_batch_size=cfg.producer_max_batch_bytes,
+        producer_acks=-1,
+    )
+    state = WorkerState(topics=list(topics))
+    now = time.time()
+    state.subscribed_at.update({t: now for t in topics})
+    # The list object is shared with the iterator clone Faust registers with its conductor, so
+    # extending it in place changes what the next resubscription asks for.
+    source = app.topic(*topics, key_serializer="raw", value_serializer="raw", acks=True)
+    subscribed = frozenset(topics)
+
+    @app.agent(source, concurrency=1)
+    async def normalize(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(cfg.batch_size, within=cfg.batch_within_s):
+            started = time.perf_counter()
+            try:
+                batch = [(e.message.key, e.message.value, e.message.topic, e.message.partition,
+                          e.message.offset) for e in events]
+                result = processor.process(batch)
+                producer = app.producer
+                futures = [await producer.send(m.topic, m.key, m.value, None, None, m.headers)
+                           for m in result.messages]
+                if futures:
+                    await asyncio.gather(*futures)
+            except BaseException as exc:  # noqa: BLE001 - never let Faust ack an unprocessed event
+                state.fatal = exc
+                metrics.ERRORS.labels(stage="normalizer", kind="fatal").inc()
+                log.exception("batch of %d events failed; stopping without acking them", len(events))
+                asyncio.ensure_future(app.stop())
+                return
+            for e in events:
+                await stream.ack(e)
+            state.batches += 1
+            state.events += len(events)
+            metrics.BATCH_SIZE.labels(stage="normalizer").observe(len(events))
+            metrics.BATCH_SECONDS.labels(stage="normalizer").observe(time.perf_counter() - started)
+
+    if discover:
+        @app.timer(cfg.discover_interval_s)
+        async def discover_topics() -> None:
+            try:
+                await _discover()
+            except Exception as exc:  # noqa: BLE001 - a failed check is retried at the next tick
+                log.warning("raw topic discovery failed: %r", exc)
+
+        async def _discover() -> None:
+            found = await asyncio.get_running_loop().run_in_executor(None, list_raw_topics, bootstrap)
+            new = [t for t in found if t not in subscribed]
+            if not new:
+                return
+            # Faust's own resubscription (a changed topic list + conductor flag) crashed its fetcher
+            # with "Partition is not assigned" in tests, so the worker stops cleanly instead (acked
+            # offsets are committed, the rest is delivered again) and the CLI starts it afresh.
+            state.topics = sorted(set(subscribed) | set(new))
+            state.restart = True
+            log.info("%d new raw topic(s), restarting to subscribe: %s", len(new), ", ".join(new[:10]))
+            # Acked offsets are committed first; an unacked batch is simply delivered again.
+            await app.consumer.commit()
+            if state.on_restart is not None:
+                state.on_restart()
+            asyncio.ensure_future(app.stop())
+
+    return app, state
+
+
+def run_worker(app: faust.App, state: WorkerState, loglevel: str = "info") -> int:
+    """Run the app until it stops; exit code 0, or 1 after a fatal batch failure."""
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if state.fatal is None and exc.code not in (0, None):
+            return int(exc.code) if isinstance(exc.code, int) else 1
+    return 1 if state.fatal is not None else 0
+
+
+def prepare_lookups(bootstrap: str, topics: list[str], mappings: MappingSet, timeout_s: float) -> dict[str, Any]:
+    """The lookups state rebuilt from every dictionary topic among ``topics``."""
+    lookups: dict[str, Any] = {}
+    dicts = dictionary_topics(topics, mappings)
+    read = rebuild_lookups(bootstrap, dicts, mappings, lookups, timeout_s)
+    log.info("lookups rebuilt from %d dictionary topic(s): %d messages, %d entries", len(dicts), read, len(lookups))
+    return lookups
