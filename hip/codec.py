@@ -84,6 +84,7 @@ class Codec:
         self.registry = RegistryClient(registry_url)
         self._ids: dict[str, int] = {}
         self._writers: dict[int, tuple[str, Any]] = {}
+        self._encoders: dict[str, Any] = {}
 
     def register(self, dataset: str, attempts: int = 5) -> int:
         """Register the dataset's schema (idempotent) with backward compatibility; returns its id."""
@@ -103,6 +104,9 @@ class Codec:
                     time.sleep(0.2 * (attempt + 1))
             self._ids[dataset] = schema_id
             self._writers[schema_id] = (dataset, ds.parsed)
+            # Parsed with fastavro's write hints: the catalogue's copy (parsed without them) makes
+            # schemaless_writer parse the schema again on every record.
+            self._encoders[dataset] = fastavro.parse_schema(json.loads(json.dumps(ds.schema)))
         return self._ids[dataset]
 
     def encode(self, dataset: str, record: dict[str, Any]) -> bytes:
@@ -110,7 +114,7 @@ class Codec:
         buf = io.BytesIO()
         buf.write(_HEADER.pack(MAGIC, schema_id))
         try:
-            fastavro.schemaless_writer(buf, self._writers[schema_id][1], record)
+            fastavro.schemaless_writer(buf, self._encoders[dataset], record)
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise RecordError("avro_encode", f"{dataset}: record does not fit its schema: {exc}") from exc
         return buf.getvalue()

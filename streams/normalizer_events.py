@@ -30,12 +30,12 @@ def _encode(value: Any, kind: str, micros: bool) -> Any:
         return (d - date(1970, 1, 1)).days
     if kind == "datetime" and isinstance(value, datetime):
         delta = value.replace(tzinfo=None) - _EPOCH
-        return delta // (delta.resolution if micros else (delta.resolution * 1000))
+        return delta // (delta.resolution * 1000)  # connect precision: epoch ms
     if kind == "timestamptz" and isinstance(value, datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         return aware.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
     if kind == "time" and isinstance(value, time):
-        return ((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000 + value.microsecond
+        return ((value.hour * 60 + value.minute) * 60 + value.second) * 1000 + value.microsecond // 1000
     if kind == "decimal":
         return str(value)
     if kind == "bool":

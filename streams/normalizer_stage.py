@@ -191,7 +191,7 @@ def topic_labels(topic: str) -> tuple[str, str]:
     labels = _topic_labels.get(topic)
     if labels is None:
         parts = topic.split(".")
-        labels = (parts[1], parts[2]) if len(parts) >= 5 and parts[0] == "raw" else ("unknown", "unknown")
+        labels = (parts[1], parts[2]) if len(parts) >= 4 and parts[0] == "raw" else ("unknown", "unknown")
         if len(_topic_labels) < 100_000:
             _topic_labels[topic] = labels
     return labels

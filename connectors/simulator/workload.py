@@ -123,7 +123,8 @@ class Workload:
             column, how = targets[self.rng.randrange(len(targets))]
             spoil = how
             if how == "code":
-                row[column] = "ZZ"
+                # An unknown code as long as the real one, so a CHAR(1) column still takes it.
+                row[column] = "Z" * max(1, min(2, len(str(row.get(column) or "ZZ"))))
             elif how == "missing":
                 row[column] = None
             else:

@@ -67,14 +67,21 @@ _topic_cache: dict[str, Topic] = {}
 
 
 def parse_topic(topic: str) -> Topic:
-    """Split a raw topic name; the table part may itself not contain dots."""
+    """Split a raw topic name ``raw.<org>.<system>[.<schema>].<table>``.
+
+    Debezium's unicode naming strategy leaves the schema out of PostgreSQL topics, so it is
+    optional here; events carry their real schema and table in the source block anyway.
+    """
     cached = _topic_cache.get(topic)
     if cached is not None:
         return cached
     parts = topic.split(".")
-    if len(parts) != 5 or parts[0] != "raw" or not all(parts[1:]):
+    if len(parts) < 4 or parts[0] != "raw" or not all(parts[1:]):
         raise RecordError("bad_topic", f"not a raw change topic raw.<org>.<system>.<schema>.<table>: {topic!r}")
-    parsed = Topic(org=parts[1], system=parts[2], schema=parts[3], table=parts[4])
+    if len(parts) == 4:
+        parsed = Topic(org=parts[1], system=parts[2], schema="", table=parts[3])
+    else:
+        parsed = Topic(org=parts[1], system=parts[2], schema=parts[3], table=".".join(parts[4:]))
     if len(_topic_cache) < 100_000:
         _topic_cache[topic] = parsed
     return parsed
@@ -98,6 +105,8 @@ def position_of(source: dict[str, Any], op: str) -> tuple[str, str]:
             return connector, binlog_position(str(source.get("file") or ""), int(source.get("pos") or 0),
                                               int(source.get("row") or 0), snapshot)
         if connector == "poll":
+            if isinstance(source.get("poll_position"), str):
+                return connector, source["poll_position"]
             return connector, poll_position(int(source["cursor_ms"]), int(source.get("seq") or 0))
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError("bad_position", f"{connector} source block lacks a usable position: {exc}") from None
@@ -142,6 +151,9 @@ def decode(raw_key: bytes | None, raw_value: bytes | None, topic: str) -> Change
         if isinstance(k, dict) and "payload" in k and "schema" in k:
             k = k["payload"]
         key = k if isinstance(k, dict) else None
+    # The source block names the real table; topic names may be escaped or shortened.
+    table = source.get("table") or t.table
+    schema = source.get("schema") or source.get("db") or t.schema
     return ChangeEvent(op=op, before=before, after=after, key=key, position=position,
-                       source_ts_ms=ts, org=t.org, system=t.system, schema=t.schema,
-                       table=t.table, connector=connector)
+                       source_ts_ms=ts, org=t.org, system=t.system, schema=str(schema),
+                       table=str(table), connector=connector)

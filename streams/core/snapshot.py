@@ -1,7 +1,7 @@
 """Source rows as snapshot change events: the source side of reconciliation. Pure: no I/O.
 
 A row read with SELECT is encoded the way Debezium encodes it (JsonConverter, schemas disabled,
-``decimal.handling.mode=string``, adaptive time precision), wrapped in an ``op = "r"`` envelope
+``decimal.handling.mode=string``, time.precision.mode=connect), wrapped in an ``op = "r"`` envelope
 and handed to :func:`streams.core.normalize.normalize`, so the standard records computed here come
 from exactly the code the normalizer runs. The encoders are the inverses of
 :func:`streams.core.source.decoder_for`: ``decode(encode(v)) == v`` for every value a driver returns.
@@ -51,15 +51,11 @@ def encoder_for(column: Column, dialect: str) -> Encoder:
             return (day - _EPOCH_DATE).days
         return enc_date
     if kind == "datetime":
-        # Same precision rule as the decoder: fractional digits 0-3 → ms, 4-6 → µs.
-        fsp = column.precision if column.precision is not None else (6 if dialect == "postgres" else 0)
-        micros = fsp > 3
-
+        # time.precision.mode=connect: epoch milliseconds of the wall clock, as the decoder reads it.
         def enc_datetime(v: Any) -> Any:
             if not isinstance(v, datetime):
                 return None
-            us = _micros(v.replace(tzinfo=None) - _EPOCH_NAIVE)
-            return us if micros else us // 1000
+            return _micros(v.replace(tzinfo=None) - _EPOCH_NAIVE) // 1000
         return enc_datetime
     if kind == "timestamptz":
         def enc_tstz(v: Any) -> Any:
@@ -74,9 +70,9 @@ def encoder_for(column: Column, dialect: str) -> Encoder:
             if v is None:
                 return None
             if isinstance(v, timedelta):  # PyMySQL returns TIME as a duration
-                return _micros(v)
+                return _micros(v) // 1000
             if isinstance(v, time):
-                return ((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond
+                return ((v.hour * 60 + v.minute) * 60 + v.second) * 1000 + v.microsecond // 1000
             return None
         return enc_time
     if kind == "double":

@@ -222,16 +222,14 @@ def decoder_for(column: Column, dialect: str) -> Decoder:
             raise _bad(name, v, "date")
         return dec_date
     if kind == "datetime":
-        # Debezium: MariaDB DATETIME(0-3) → epoch ms, (4-6) → µs; PostgreSQL timestamp(0-3) → ms,
-        # default (6) → µs. The number is the wall clock read as if it were UTC.
-        fsp = column.precision if column.precision is not None else (6 if dialect == "postgres" else 0)
-        micros = fsp > 3
-
+        # The platform's connectors use time.precision.mode=connect (the poller and the snapshot
+        # reader encode alike): a zone-less timestamp is epoch milliseconds of the wall clock read
+        # as if it were UTC, whatever the column's fractional digits.
         def dec_datetime(v: Any) -> Any:
             if v is None or v == UNAVAILABLE:
                 return v
             if isinstance(v, int):
-                return _EPOCH_NAIVE + (timedelta(microseconds=v) if micros else timedelta(milliseconds=v))
+                return _EPOCH_NAIVE + timedelta(milliseconds=v)
             if isinstance(v, str):
                 try:
                     parsed = datetime.fromisoformat(v.replace("Z", "+00:00"))
@@ -260,8 +258,8 @@ def decoder_for(column: Column, dialect: str) -> Decoder:
         def dec_time(v: Any) -> Any:
             if v is None or v == UNAVAILABLE:
                 return v
-            if isinstance(v, int):
-                return (_EPOCH_NAIVE + timedelta(microseconds=v)).time()
+            if isinstance(v, int):  # milliseconds of the day (connect precision)
+                return (_EPOCH_NAIVE + timedelta(milliseconds=v)).time()
             if isinstance(v, str):
                 try:
                     return time.fromisoformat(v)

@@ -26,7 +26,7 @@ def encode_value(value: Any, kind: str, dialect: str) -> Any:
     if kind == "datetime":
         delta = value - _EPOCH
         micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-        return micros if dialect == "postgres" else micros // 1000
+        return micros // 1000  # time.precision.mode=connect: epoch ms for both databases
     if kind == "timestamptz":
         return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if kind == "date":

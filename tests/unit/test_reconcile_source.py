@@ -62,11 +62,11 @@ def tables() -> Callable[[str], Any]:
     (Column("t", "datetime"), "mariadb", datetime(2024, 3, 1, 8, 15, 30)),
     (Column("t", "datetime"), "mariadb", datetime(1899, 12, 31, 8, 0)),
     (Column("t", "datetime", 3), "mariadb", datetime(2024, 3, 1, 8, 15, 30, 123000)),
-    (Column("t", "datetime", 6), "mariadb", datetime(2024, 3, 1, 8, 15, 30, 123456)),
-    (Column("t", "datetime"), "postgres", datetime(2024, 3, 1, 8, 15, 30, 123456)),
+    (Column("t", "datetime", 6), "mariadb", datetime(2024, 3, 1, 8, 15, 30, 123000)),
+    (Column("t", "datetime"), "postgres", datetime(2024, 3, 1, 8, 15, 30, 123000)),
     (Column("z", "timestamptz"), "postgres", datetime(2024, 3, 1, 0, 15, tzinfo=timezone.utc)),
     (Column("z", "timestamptz"), "postgres", datetime(2024, 3, 1, 8, 15, tzinfo=timezone(timedelta(hours=8)))),
-    (Column("tm", "time"), "postgres", time(23, 59, 58, 999999)),
+    (Column("tm", "time"), "postgres", time(23, 59, 58, 999000)),
     (Column("x", "double"), "postgres", 36.6),
 ])
 def test_encoding_then_decoding_gives_the_value_back(column: Column, dialect: str, value: Any) -> None:
@@ -80,13 +80,14 @@ def test_encoding_then_decoding_gives_the_value_back(column: Column, dialect: st
 
 
 def test_encodings_match_debeziums() -> None:
+    # time.precision.mode=connect: milliseconds for both databases, whatever the column precision.
     assert encoder_for(Column("t", "datetime"), "mariadb")(datetime(1970, 1, 2)) == 86_400_000
-    assert encoder_for(Column("t", "datetime"), "postgres")(datetime(1970, 1, 2)) == 86_400_000_000
+    assert encoder_for(Column("t", "datetime"), "postgres")(datetime(1970, 1, 2)) == 86_400_000
     assert encoder_for(Column("d", "date"), "mariadb")(date(1970, 1, 11)) == 10
     assert encoder_for(Column("d", "decimal", 10, 2), "mariadb")(Decimal("1E+2")) == "100"
     assert encoder_for(Column("z", "timestamptz"), "mariadb")(datetime(2024, 3, 1, 0, 0)) == "2024-03-01T00:00:00Z"
     # PyMySQL hands TIME over as a duration and the zero date as a string.
-    assert encoder_for(Column("tm", "time"), "mariadb")(timedelta(hours=1)) == 3_600_000_000
+    assert encoder_for(Column("tm", "time"), "mariadb")(timedelta(hours=1)) == 3_600_000
     assert encoder_for(Column("d", "date"), "mariadb")("0000-00-00") is None
     assert encoder_for(Column("s", "string"), "mariadb")(None) is None
 
