@@ -150,6 +150,19 @@ def _key_record(table: str, key: tuple[Any, ...]) -> bytes:
     return json.dumps([table, list(key)], ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _watermarks(consumer: Consumer, tp: TopicPartition, attempts: int = 20) -> tuple[int, int]:
+    """Watermarks, retried while a just-created topic has no leader yet."""
+    for attempt in range(attempts):
+        try:
+            lo, hi = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(lo), int(hi)
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or attempt == attempts - 1:
+                raise TransientError(f"watermarks of {tp.topic}[{tp.partition}]: {exc}") from exc
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 def _read_all(bootstrap: str, topic: str) -> Iterator[tuple[bytes, bytes | None]]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "hip-poller-state",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
@@ -159,7 +172,7 @@ def _read_all(bootstrap: str, topic: str) -> Iterator[tuple[bytes, bytes | None]
             return
         parts = []
         for p in meta.partitions:
-            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            lo, hi = _watermarks(consumer, TopicPartition(topic, p))
             if hi > lo:
                 parts.append((p, lo, hi))
         if not parts:

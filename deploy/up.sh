@@ -135,7 +135,7 @@ KLIB="$DOWNLOADS/kafka-lib"
 
 start_kafka() {
   local name=kafka
-  if running "$name"; then say "$name already running"; return 0; fi
+  if running "$name"; then say "$name already running"; "$VENV/bin/hip" stack topics >/dev/null; return 0; fi
   require_free_port "$HIP_KAFKA_PORT" HIP_KAFKA_PORT
   require_free_port "$HIP_KAFKA_CONTROLLER_PORT" HIP_KAFKA_CONTROLLER_PORT
   render "$ROOT/deploy/kafka/server.properties" "$CONF/server.properties"
@@ -149,6 +149,7 @@ start_kafka() {
   spawn "$name" java -Xms256m -Xmx1g "${JAVA_OPTS_COMMON[@]}" "-Dkafka.logs.dir=$LOGS" \
       -cp "$KLIB/*" kafka.Kafka "$CONF/server.properties"
   wait_for "$name" 90 "$VENV/bin/hip" stack health kafka
+  "$VENV/bin/hip" stack topics >/dev/null
 }
 
 start_connect() {

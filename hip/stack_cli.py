@@ -116,6 +116,34 @@ def stack() -> None:
     """Health of the local stack (started by `make up`)."""
 
 
+PLATFORM_TOPICS = ("dlq.normalize", "dlq.sink", "dlq.stats", "dq.findings")
+
+
+@stack.command()
+def topics() -> None:
+    """Create every std.*, stat.* and dead-letter topic (idempotent).
+
+    Made up front, with one partition count, so that no worker starts before the topics it reads
+    exist and the statistics worker's tables are co-partitioned with their sources.
+    """
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    from hip.catalogue import load_catalogue
+
+    s = load_settings()
+    admin = AdminClient({"bootstrap.servers": s.bootstrap_servers})
+    existing = admin.list_topics(timeout=15).topics
+    names = [ds.topic for ds in load_catalogue()] + list(PLATFORM_TOPICS)
+    wanted = [NewTopic(n, s.std_partitions, 1, config={"retention.ms": "-1"}) for n in names if n not in existing]
+    for name, future in (admin.create_topics(wanted) if wanted else {}).items():
+        try:
+            future.result()
+        except Exception as exc:  # noqa: BLE001 - "already exists" from a concurrent creator is fine
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise click.ClickException(f"creating {name}: {exc}") from exc
+    click.echo(f"{len(wanted)} topics created, {len(names) - len(wanted)} already there")
+
+
 @stack.command()
 @click.argument("components", nargs=-1, type=click.Choice(sorted(CHECKS)))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

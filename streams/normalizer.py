@@ -115,7 +115,8 @@ def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappi
                 log.warning("raw topic discovery failed: %r", exc)
 
         async def _discover() -> None:
-            found = await asyncio.get_running_loop().run_in_executor(None, list_raw_topics, bootstrap)
+            found = await asyncio.get_running_loop().run_in_executor(
+                None, list_raw_topics, bootstrap, tuple(mappings.hospitals))
             new = [t for t in found if t not in subscribed]
             if not new:
                 return

@@ -91,10 +91,11 @@ def run(mappings_dir: Path, group: str, partitions: int, batch_size: int, batch_
         log.info("created topics: %s", ", ".join(created))
     metrics.serve(metrics_port or settings.normalizer_metrics_port, "normalizer")
     deadline = time.monotonic() + wait_for_topics
-    topics = list_raw_topics(settings.bootstrap_servers)
+    orgs = tuple(mappings.hospitals)
+    topics = list_raw_topics(settings.bootstrap_servers, orgs)
     while not topics and time.monotonic() < deadline:
         time.sleep(min(discover_interval, 5.0))
-        topics = list_raw_topics(settings.bootstrap_servers)
+        topics = list_raw_topics(settings.bootstrap_servers, orgs)
     if not topics:
         raise FatalError(f"no raw.* topic appeared within {wait_for_topics:.0f} s; nothing to consume")
     lookups = prepare_lookups(settings.bootstrap_servers, topics, mappings, cfg.lookups_timeout_s)
@@ -139,7 +140,8 @@ def redrive(mappings_dir: Path, group: str, dry_run: bool, limit: int | None) ->
     ensure_topics(bootstrap, datasets, NormalizerConfig())
     from streams.normalizer import prepare_lookups
 
-    lookups = prepare_lookups(bootstrap, list_raw_topics(bootstrap), mappings, NormalizerConfig.lookups_timeout_s)
+    lookups = prepare_lookups(bootstrap, list_raw_topics(bootstrap, tuple(mappings.hospitals)), mappings,
+                              NormalizerConfig.lookups_timeout_s)
     processor = Processor(mappings, codec, lookups)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                          "auto.offset.reset": "earliest", "enable.partition.eof": True})

@@ -30,7 +30,7 @@ import time
 import traceback
 from collections import Counter as Tally
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, MutableMapping, Protocol, Sequence
+from typing import Any, Callable, Collection, Iterable, MutableMapping, Protocol, Sequence
 
 import fastavro
 
@@ -197,9 +197,14 @@ def topic_labels(topic: str) -> tuple[str, str]:
     return labels
 
 
-def raw_topics(names: Iterable[str]) -> list[str]:
-    """The raw change topics among ``names``, sorted."""
-    return sorted(n for n in names if RAW_TOPIC.match(n))
+def raw_topics(names: Iterable[str], orgs: Collection[str] | None = None) -> list[str]:
+    """The raw change topics among ``names``, sorted; only those of ``orgs`` when given.
+
+    A raw topic of an organisation without a hospital mapping is not subscribed at all: every one
+    of its events would be a dead letter, and a hospital being onboarded has its capture running
+    before its mapping is ready.
+    """
+    return sorted(n for n in names if RAW_TOPIC.match(n) and (orgs is None or n.split(".")[1] in orgs))
 
 
 # --- the processor ----------------------------------------------------------------------------
@@ -446,10 +451,10 @@ def ensure_topics(bootstrap: str, datasets: Iterable[str], cfg: NormalizerConfig
     return created
 
 
-def list_raw_topics(bootstrap: str, timeout: float = 10.0) -> list[str]:
+def list_raw_topics(bootstrap: str, orgs: Collection[str] | None = None, timeout: float = 10.0) -> list[str]:
     from confluent_kafka.admin import AdminClient
 
-    return raw_topics(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout).topics)
+    return raw_topics(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout).topics, orgs)
 
 
 def dictionary_topics(topics: Iterable[str], mappings: MappingSet) -> list[str]:

@@ -52,17 +52,22 @@ def create(vendor: str, database: str, replace: bool, if_missing: bool) -> None:
               help="Share of inserted rows spoiled (unknown code, missing value, impossible date).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed; same seed, same workload.")
 @click.option("--start", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]),
-              default=None, help="Simulated local start time (default: now in Asia/Shanghai).")
+              default=None, help="Simulated local start time (default: two days ago in Asia/Shanghai, "
+              "the clock never passing now).")
 def run(vendor: str, database: str, changes: int, rate: float, dirty: float, seed: int,
         start: datetime | None) -> None:
     """Make hospital activity: inserts, updates and deletes in multi-row transactions."""
     profile = PROFILES[vendor]
     check_db_name(database)
+    limit = None
     if start is None:
-        start = datetime.now(timezone(timedelta(hours=8))).replace(tzinfo=None, microsecond=0)
+        # Two days back, never past the real clock: business times stay in the past.
+        limit = datetime.now(timezone(timedelta(hours=8))).replace(tzinfo=None, microsecond=0)
+        start = limit - timedelta(days=2)
     conn = connect(profile, database)
     try:
-        workload = Workload(profile, seed=seed, start=start, dirty=dirty, id_start=next_free_id(conn, profile))
+        workload = Workload(profile, seed=seed, start=start, dirty=dirty, id_start=next_free_id(conn, profile),
+                            limit=limit)
         with tqdm(total=changes, unit="row", disable=None) as bar:
             def progress(tx: Transaction) -> None:
                 bar.update(len(tx.ops))

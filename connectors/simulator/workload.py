@@ -74,12 +74,15 @@ class Workload:
     )
 
     def __init__(self, profile: Profile, *, seed: int = 1, start: datetime | None = None,
-                 dirty: float = 0.0, id_start: int = 1) -> None:
+                 dirty: float = 0.0, id_start: int = 1, limit: datetime | None = None) -> None:
         if not 0.0 <= dirty <= 1.0:
             raise ValueError("dirty share must lie between 0 and 1")
         self.p = profile
         self.rng = random.Random(seed)
         self.now = start or datetime(2024, 3, 1, 7, 30)
+        # The simulated clock runs faster than real time; against a live pipeline it must not pass
+        # the real clock, or every record would be a "future event" to the conformance rules.
+        self.limit = limit
         self.dirty_share = dirty
         self._dirty_owed = 0.0
         self.next_id = id_start
@@ -155,6 +158,8 @@ class Workload:
         hour = self.now.hour
         mean = 20 if 8 <= hour < 17 else 120
         self.now += timedelta(seconds=int(self.rng.expovariate(1 / mean)) + 1)
+        if self.limit is not None and self.now > self.limit:
+            self.now = self.limit
 
     # --- the stream of transactions ------------------------------------------------------------
 

@@ -143,6 +143,10 @@ def decode(raw_key: bytes | None, raw_value: bytes | None, topic: str) -> Change
         raise RecordError("bad_envelope", "no source block")
     connector, position = position_of(source, op)
     ts = source.get("ts_ms", value.get("ts_ms"))
+    if op == "r" and isinstance(value.get("ts_ms"), int):
+        # A snapshot row's commit time is unknown; it was read when the connector read it. (The
+        # MariaDB connector's snapshot source time is the server's local clock read as UTC.)
+        ts = value["ts_ms"]
     if not isinstance(ts, int):
         raise RecordError("bad_envelope", "no source commit time (source.ts_ms)")
     key: dict[str, Any] | None = None
