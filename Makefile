@@ -7,7 +7,7 @@ PY    := $(VENV)/bin/python
 HIP   := $(VENV)/bin/hip
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help install up down status test test-unit demo bench scale lint clean
+.PHONY: help install up down status test test-unit demo demo-reset bench scale lint clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test: up ## Everything, against the real stack
 
 demo: up ## The main job: two simulated hospitals streamed into the warehouse, then a report
 	@bash deploy/demo.sh
+
+demo-reset: ## Forget the demo's connectors, topics, warehouse rows and simulated hospitals
+	@bash deploy/reset-demo.sh
 
 bench: up ## Throughput and memory benchmarks, printed as tables (not part of make test)
 	@bash deploy/bench.sh

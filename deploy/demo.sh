@@ -28,8 +28,12 @@ step "3/7 connectors through the Connect REST API"
 "$HIP" fleet apply
 "$HIP" fleet status || true
 
-step "4/7 pipeline workers: normalizer, warehouse sink, statistics, poller"
-bash deploy/up.sh normalizer sink stats poller
+step "4/7 pipeline workers: poller, normalizer, warehouse sink, statistics"
+bash deploy/up.sh poller
+# The normalizer subscribes to the raw topics that exist when it starts (a new one restarts it):
+# let the connectors' snapshots create theirs first.
+"$HIP" demo wait-topics --prefix raw.SIM --settle 8 --timeout 180
+bash deploy/up.sh normalizer stats sink
 
 step "5/7 hospitals at work: $CHANGES changes each at $RATE/s, ${DIRTY} of rows spoiled on purpose"
 pids=()

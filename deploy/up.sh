@@ -208,7 +208,8 @@ secret_file warehouse hip_warehouse "$HIP_WAREHOUSE_PASSWORD"
 start_worker() {
   local name="$1" port="$2"; shift 2
   if running "$name"; then say "$name already running"; return 0; fi
-  require_free_port "$port" "HIP_${name^^}_PORT"
+  local var="HIP_${name^^}_METRICS_PORT"; [[ "$name" == ingest ]] && var=HIP_INGEST_PORT
+  require_free_port "$port" "$var"
   spawn "$name" "$@"
   wait_for "$name" 90 curl -sf "http://127.0.0.1:$port/${WORKER_PATH:-metrics}"
 }

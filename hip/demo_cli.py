@@ -71,12 +71,34 @@ def watch(pids: tuple[int, ...], drain: int, every: float) -> None:
             if deadline is None:
                 deadline = time.monotonic() + drain
                 click.echo("workload finished; waiting for the pipeline to drain")
-            idle = idle + 1 if lag_norm == 0 and lag_sink == 0 and rate_wh == 0 else 0
-            if idle >= 2 or time.monotonic() > deadline:
-                if idle < 2:
+            idle = idle + 1 if lag_norm == 0 and lag_sink == 0 and rate_wh == 0 and rate_std == 0 else 0
+            # Rates are averaged over 20 s and scraped every 5 s: quiet for 25 s means drained.
+            if idle >= 5 or time.monotonic() > deadline:
+                if idle < 5:
                     click.echo(f"pipeline still busy after {drain}s; the report shows the state so far")
                 return
         time.sleep(every)
+
+
+@demo.command("wait-topics")
+@click.option("--prefix", required=True, help="Topic name prefix to watch.")
+@click.option("--settle", default=8.0, show_default=True, help="Seconds without a new topic.")
+@click.option("--timeout", default=180.0, show_default=True)
+def wait_topics(prefix: str, settle: float, timeout: float) -> None:
+    """Wait until topics with this prefix stop appearing (connector snapshots create them)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": load_settings().bootstrap_servers})
+    seen: set[str] = set()
+    changed, start = time.monotonic(), time.monotonic()
+    while time.monotonic() - changed < settle:
+        if time.monotonic() - start > timeout:
+            raise click.ClickException(f"topics {prefix}* still appearing after {timeout:.0f} s")
+        now = {t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)}
+        if now != seen or not now:
+            seen, changed = now, time.monotonic()
+        time.sleep(1.0)
+    click.echo(f"{len(seen)} topics {prefix}*")
 
 
 def dead_letter_counts(s: Settings) -> Counter[tuple[str, str, str]]:

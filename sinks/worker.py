@@ -407,8 +407,12 @@ class SinkWorker:
             return
         for tp in committed:
             try:
-                low, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
+                # Cached: the high watermark the fetcher last saw. Asking the broker for each of
+                # hundreds of partitions would stall the consume loop for seconds.
+                low, high = self.consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:
+                continue
+            if high < 0:
                 continue
             done = tp.offset if tp.offset >= 0 else low
             metrics.CONSUMER_LAG.labels(group=self.config.group_id, topic=tp.topic,

@@ -71,6 +71,10 @@ def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappi
         producer_linger=cfg.producer_linger_s,
         producer_max_batch_size=cfg.producer_max_batch_bytes,
         producer_acks=-1,
+        # A restart to pick up new raw topics rejoins the group; with Faust's default session
+        # timeout the group waits a minute for the old member first.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
     )
     state = WorkerState(topics=list(topics))
     now = time.time()
