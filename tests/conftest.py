@@ -58,3 +58,24 @@ def mariadb_admin(stack: Settings) -> Iterator[object]:
                            password=stack.secret("hospital-mariadb-admin"), autocommit=True)
     yield conn
     conn.close()
+
+
+@pytest.fixture(scope="session")
+def demo_pipeline(stack: Settings) -> str:
+    """The main job, run once per session with a short workload: hospitals, connectors, workers.
+
+    It leaves the pipeline running (as `make demo` does), for the tests that watch a live one.
+    """
+    import os
+    import subprocess
+
+    from hip.settings import ROOT
+
+    env = {**os.environ, "DEMO_CHANGES": os.environ.get("DEMO_CHANGES", "600"),
+           "DEMO_RATE": os.environ.get("DEMO_RATE", "40")}
+    run = subprocess.run(["bash", "deploy/demo.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=1200)
+    if run.returncode != 0:
+        pytest.fail(f"the demo failed (exit {run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}",
+                    pytrace=False)
+    return run.stdout

@@ -1,7 +1,7 @@
 """Every panel of every dashboard returns data from the live Prometheus while a workload runs.
 
-Needs the whole pipeline: connectors, normalizer, sink and statistics workers running and the
-simulated hospitals changing (``hip simulate run``), since the panels show their metrics.
+Needs the whole pipeline (the ``demo_pipeline`` fixture runs the demo): connectors, normalizer, sink
+and statistics workers running, since the panels show their metrics.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _panels() -> list[tuple[str, str, list[str]]]:
 
 
 @pytest.mark.parametrize("dashboard,title,exprs", _panels(), ids=lambda v: v if isinstance(v, str) else "")
-def test_panel_returns_data(dashboard: str, title: str, exprs: list[str]) -> None:
+def test_panel_returns_data(dashboard: str, title: str, exprs: list[str], demo_pipeline: str) -> None:
     require_stack()
     org = _org() if any("$org" in e for e in exprs) else ""
 

@@ -80,7 +80,7 @@ def _freshness(org: str) -> float | None:
     return rows[0][1] if rows else None
 
 
-def test_pausing_the_sink_grows_lag_and_freshness_and_resuming_recovers() -> None:
+def test_pausing_the_sink_grows_lag_and_freshness_and_resuming_recovers(demo_pipeline: str) -> None:
     require_stack()
     org = "SIMB01"
     workload = subprocess.Popen([HIP, "simulate", "run", "--vendor", "b", "--db", "sim_b01",

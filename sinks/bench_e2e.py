@@ -1,0 +1,200 @@
+"""End-to-end benchmark on the local stack: hospital commit → warehouse commit (``make bench``).
+
+Drives the demo's simulated hospitals (vendor A on MariaDB binlog, vendor B on PostgreSQL logical
+replication) through the real connectors, normalizer and sink, and prints one table:
+
+- sustained: source changes as fast as the hospitals take them; events/s from the first source
+  commit to the last warehouse commit;
+- latency at half load: the same hospitals at half the sustained rate for a fixed time; p50/p99 of
+  the sink's end-to-end histogram (source commit → warehouse commit), read from its own metrics;
+- catch-up: normalizer and sink stopped while the hospitals make a backlog, then started; time to
+  drain it;
+- peak memory (VmHWM) of every worker and service.
+
+Numbers are printed, not asserted: compare them with the issue's targets yourself.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from prometheus_client.parser import text_string_to_metric_families
+
+from hip.settings import ROOT, Settings, load_settings
+
+HIP = str(Path(sys.executable).with_name("hip"))
+HOSPITALS = (("a", "sim_a01"), ("b", "sim_b01"))
+WORKERS = ("normalizer", "sink")
+
+
+def metric_families(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            out.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+    return out
+
+
+def sink_written(s: Settings) -> float:
+    fams = metric_families(s.sink_metrics_port)
+    return sum(v for labels, v in fams.get("hip_records_out_total", []) if labels.get("stage") == "sink")
+
+
+def normalizer_in(s: Settings) -> float:
+    fams = metric_families(s.normalizer_metrics_port)
+    return sum(v for labels, v in fams.get("hip_events_in_total", []) if labels.get("stage") == "normalizer")
+
+
+def latency_buckets(s: Settings) -> dict[float, float]:
+    """Cumulative counts of the end-to-end histogram, summed over datasets, by upper bound."""
+    out: dict[float, float] = {}
+    for labels, v in metric_families(s.sink_metrics_port).get("hip_end_to_end_latency_seconds_bucket", []):
+        le = float(labels["le"])
+        out[le] = out.get(le, 0.0) + v
+    return out
+
+
+def quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
+    """Histogram quantile of the observations between two scrapes (linear within a bucket)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return float("nan")
+    rank, prev_bound, prev_count = q * total, 0.0, 0.0
+    for bound, count in zip(bounds, counts):
+        if count >= rank:
+            if bound == float("inf"):
+                return prev_bound
+            return prev_bound + (bound - prev_bound) * (rank - prev_count) / max(count - prev_count, 1e-9)
+        prev_bound, prev_count = bound, count
+    return bounds[-2]
+
+
+def run(cmd: list[str]) -> None:
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
+def workload(changes: int, rate: float, seed: int) -> list[subprocess.Popen[bytes]]:
+    """One simulator process per hospital; ``rate`` is per hospital (0: as fast as it takes them)."""
+    return [subprocess.Popen([HIP, "simulate", "run", "--vendor", v, "--db", db, "--changes", str(changes),
+                              "--rate", str(rate), "--seed", str(seed + i)], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for i, (v, db) in enumerate(HOSPITALS)]
+
+
+def wait_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode:
+            raise SystemExit(f"workload failed: {err.decode()[-500:]}")
+
+
+def wait_idle(s: Settings, quiet: float = 8.0, limit: float = 1800.0) -> float:
+    """Wait until the sink has written nothing new for ``quiet`` seconds; return the last write time."""
+    last_value, last_change, start = sink_written(s), time.time(), time.time()
+    while time.time() - last_change < quiet:
+        if time.time() - start > limit:
+            raise SystemExit(f"pipeline still writing after {limit:.0f} s")
+        time.sleep(0.5)
+        value = sink_written(s)
+        if value != last_value:
+            last_value, last_change = value, time.time()
+    return last_change
+
+
+def peak_rss_mib(name: str) -> str:
+    pid_file = load_settings().var / "run" / f"{name}.pid"
+    try:
+        pid = pid_file.read_text().strip()
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return f"{int(line.split()[1]) / 1024:.0f}"
+    except OSError:
+        pass
+    return "-"
+
+
+@dataclass
+class Row:
+    what: str
+    value: str
+    target: str
+
+
+@click.command()
+@click.option("--changes", default=40_000, show_default=True, help="Source changes for the sustained run.")
+@click.option("--half-seconds", default=60, show_default=True, help="Length of the half-load run.")
+@click.option("--catchup", default=1_000_000, show_default=True, help="Backlog size for the catch-up run.")
+def main(changes: int, half_seconds: int, catchup: int) -> None:
+    s = load_settings()
+    click.echo("setting up the demo hospitals, connectors and workers …")
+    run([HIP, "warehouse", "migrate"])
+    for vendor, db in HOSPITALS:
+        run([HIP, "simulate", "create", "--vendor", vendor, "--db", db, "--if-missing"])
+    run([HIP, "simulate", "grant"])
+    run([HIP, "fleet", "apply"])
+    run(["bash", "deploy/up.sh", *WORKERS])
+    wait_idle(s)
+    rows: list[Row] = []
+
+    # 1. sustained
+    per = changes // len(HOSPITALS)
+    written0, t0 = sink_written(s), time.time()
+    wait_all(workload(per, 0, 101))
+    source_seconds = time.time() - t0
+    t_end = wait_idle(s)
+    written = sink_written(s) - written0
+    sustained = per * len(HOSPITALS) / (t_end - t0)
+    rows += [Row("source changes made", f"{per * len(HOSPITALS):,} in {source_seconds:.1f} s "
+                 f"({per * len(HOSPITALS) / source_seconds:,.0f}/s)", ""),
+             Row("sustained, source commit → warehouse commit", f"{sustained:,.0f} changes/s "
+                 f"({written / (t_end - t0):,.0f} warehouse rows/s)", "≥ 5,000 events/s")]
+
+    # 2. latency at half load
+    rate = max(1.0, sustained / 2 / len(HOSPITALS))
+    before = latency_buckets(s)
+    wait_all(workload(max(1, int(rate * half_seconds)), rate, 202))
+    wait_idle(s)
+    after = latency_buckets(s)
+    rows.append(Row(f"latency at half load ({rate * len(HOSPITALS):,.0f} changes/s for {half_seconds} s)",
+                    f"p50 {quantile(0.5, before, after):.2f} s, p99 {quantile(0.99, before, after):.2f} s",
+                    "p99 ≤ 2 s"))
+
+    # 3. catch-up
+    for name in WORKERS:
+        run(["bash", "-c", f"kill $(cat '{s.var}/run/{name}.pid') && rm -f '{s.var}/run/{name}.pid'"])
+    time.sleep(3)
+    per = catchup // len(HOSPITALS)
+    t0 = time.time()
+    wait_all(workload(per, 0, 303))
+    backlog_seconds = time.time() - t0
+    time.sleep(10)  # let capture finish writing the raw topics: the backlog is what the workers face
+    t0 = time.time()
+    run(["bash", "deploy/up.sh", *WORKERS])
+    written0 = 0.0
+    t_end = wait_idle(s, quiet=15)
+    drained = sink_written(s) - written0
+    rows += [Row("catch-up backlog made", f"{per * len(HOSPITALS):,} changes in {backlog_seconds:.0f} s", ""),
+             Row("catch-up drain (workers start → idle)",
+                 f"{t_end - t0:.0f} s, {per * len(HOSPITALS) / (t_end - t0):,.0f} changes/s "
+                 f"({drained:,.0f} warehouse rows)", "≥ 10,000 events/s")]
+
+    for name in ("normalizer", "sink", "stats", "poller", "exporter", "connect", "kafka", "registry"):
+        rows.append(Row(f"peak memory: {name}", f"{peak_rss_mib(name)} MiB", "< 300 MiB" if name in
+                        ("normalizer", "sink", "stats", "poller", "exporter") else ""))
+
+    width = max(len(r.what) for r in rows)
+    click.echo(f"\n{'measure':{width}}  {'result':48}  target")
+    for r in rows:
+        click.echo(f"{r.what:{width}}  {r.value:48}  {r.target}")
+
+
+if __name__ == "__main__":
+    main()
