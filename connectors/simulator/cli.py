@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from connectors.simulator.database import hospital_exists, check_db_name, connect, create_hospital
 from connectors.simulator.profiles import PROFILES
-from connectors.simulator.workload import Transaction, Workload, execute, next_free_id, seed_transactions
+from connectors.simulator.workload import Transaction, Workload, execute, last_modified, next_free_id, seed_transactions
 
 _VENDOR = click.option("--vendor", type=click.Choice(sorted(PROFILES)), required=True,
                        help="HIS vendor profile: a (pinyin tables, MariaDB) or b (snake case, PostgreSQL).")
@@ -66,6 +66,12 @@ def run(vendor: str, database: str, changes: int, rate: float, dirty: float, see
         start = limit - timedelta(days=2)
     conn = connect(profile, database)
     try:
+        if limit is not None:
+            # Never before an earlier run's last change: a poller's update-time cursor only moves
+            # forward, as a real HIS clock does.
+            last = last_modified(conn, profile)
+            if last is not None and last > start:
+                start = min(last, limit)
         workload = Workload(profile, seed=seed, start=start, dirty=dirty, id_start=next_free_id(conn, profile),
                             limit=limit)
         with tqdm(total=changes, unit="row", disable=None) as bar:

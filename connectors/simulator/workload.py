@@ -725,6 +725,24 @@ def id_columns(profile: Profile) -> list[tuple[str, str]]:
     return sorted(set(out))
 
 
+def last_modified(conn: Any, profile: Profile) -> datetime | None:
+    """The newest modification time any earlier run wrote (every table's "modified" column)."""
+    newest: datetime | None = None
+    cur = conn.cursor()
+    try:
+        for spec in profile.specs.values():
+            column = next((c for c, src in spec.columns.items() if src == "modified"), None)
+            if column is None:
+                continue
+            cur.execute(f"SELECT MAX({column}) FROM {profile.qualified(spec.table)}")
+            value = cur.fetchone()[0]
+            if isinstance(value, datetime) and (newest is None or value > newest):
+                newest = value.replace(tzinfo=None)
+    finally:
+        cur.close()
+    return newest
+
+
 def next_free_id(conn: Any, profile: Profile) -> int:
     """One above the largest id any earlier run wrote (string ids end in the counter's digits)."""
     best = 0
