@@ -318,7 +318,9 @@ def main(argv: list[str] | None = None) -> None:
     port = int(os.environ.get("HIP_STATS_METRICS_PORT", SETTINGS.stats_metrics_port))
     if port:
         metrics.serve(port, STAGE)
-    sys.argv = ["hip-stats", "worker", "-l", "info", *(argv or [])]
+    # Faust's worker command starts its web server unless told not to (web_enabled alone does not
+    # stop it); two workers on one machine would then fight over port 6066.
+    sys.argv = ["hip-stats", "worker", "-l", "info", "--without-web", *(argv or [])]
     app.main()
 
 
