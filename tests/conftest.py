@@ -73,9 +73,8 @@ def demo_pipeline(stack: Settings) -> str:
 
     env = {**os.environ, "DEMO_CHANGES": os.environ.get("DEMO_CHANGES", "600"),
            "DEMO_RATE": os.environ.get("DEMO_RATE", "40")}
-    run = subprocess.run(["bash", "deploy/demo.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=1200)
+    run = subprocess.run(["bash", "deploy/demo.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, timeout=1200)
     if run.returncode != 0:
-        pytest.fail(f"the demo failed (exit {run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}",
-                    pytrace=False)
+        pytest.fail(f"the demo failed (exit {run.returncode}):\n{run.stdout[-6000:]}", pytrace=False)
     return run.stdout

@@ -255,6 +255,7 @@ async def flush() -> None:
     dirty, events = PENDING.take()
     if not events:
         return
+    started = time.perf_counter()
     futures = []
     for cell_text, (totals, pos, ts) in dirty.items():
         cell = core.parse_cell(cell_text)
@@ -267,6 +268,8 @@ async def flush() -> None:
     await asyncio.gather(*futures)
     for event in events:
         await PENDING.stream.ack(event)
+    metrics.BATCH_SIZE.labels(stage=STAGE).observe(len(events))
+    metrics.BATCH_SECONDS.labels(stage=STAGE).observe(time.perf_counter() - started)
 
 
 @app.agent(statements_topic, concurrency=1)
