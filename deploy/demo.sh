@@ -54,7 +54,16 @@ step "7/7 completeness: source against warehouse, statistics against a batch rec
 rc=0
 "$HIP" sink reconcile --against source || rc=1
 # Only the demo's hospitals: other producers (tests, pushed data) may share the stack.
-"$HIP" stats compare --org SIMA01 --org SIMB01 --org SIMB02 || rc=1
+# Statistics are eventually consistent (worker → stat topics → sink): give the last cells a moment.
+stats_ok=0
+for attempt in 1 2 3 4 5 6; do
+  if "$HIP" stats compare --org SIMA01 --org SIMB01 --org SIMB02 >"$LOGS/demo-stats-compare.log" 2>&1; then
+    stats_ok=1; break
+  fi
+  sleep 10
+done
+cat "$LOGS/demo-stats-compare.log"
+((stats_ok)) || rc=1
 
 cat <<MSG
 

@@ -48,7 +48,7 @@ def watch(pids: tuple[int, ...], drain: int, every: float) -> None:
     """Print rates, lag and dead letters every few seconds, then wait for the pipeline to drain."""
     s = load_settings()
     click.echo(f"{'time':8}  {'changes/s':>9}  {'std/s':>7}  {'warehouse/s':>11}  {'lag normalizer':>14}  "
-               f"{'lag sink':>8}  {'dead letters':>12}")
+               f"{'lag sink+stats':>14}  {'dead letters':>12}")
     deadline: float | None = None
     idle = 0
     while True:
@@ -64,9 +64,10 @@ def watch(pids: tuple[int, ...], drain: int, every: float) -> None:
             time.sleep(every)
             continue
         lag_norm = sum(v for g, v in lag.items() if "normalizer" in g)
-        lag_sink = sum(v for g, v in lag.items() if "sink" in g)
+        # The statistics worker's groups count too: its results reach the warehouse through the sink.
+        lag_sink = sum(v for g, v in lag.items() if "sink" in g or "stats" in g)
         click.echo(f"{time.strftime('%H:%M:%S'):8}  {rate_in:9.0f}  {rate_std:7.0f}  {rate_wh:11.0f}  "
-                   f"{lag_norm:14.0f}  {lag_sink:8.0f}  {dead:12.0f}")
+                   f"{lag_norm:14.0f}  {lag_sink:14.0f}  {dead:12.0f}")
         if not _alive(pids):
             if deadline is None:
                 deadline = time.monotonic() + drain
