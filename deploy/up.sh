@@ -34,6 +34,16 @@ secret_file() {  # secret_file NAME user password: a properties file read by Con
   umask 077; printf 'user=%s\npassword=%s\n' "$2" "$3" > "$SECRETS/$1.properties"
 }
 
+# PostgreSQL runs as the postgres user, so every folder above its data and logs must let it pass
+# (a clone in a private folder, e.g. one made by mktemp -d, would not); only o+x is added.
+ensure_traversable() {
+  local d="$1"
+  while [[ "$d" != "/" ]]; do
+    runuser -u postgres -- test -x "$d" 2>/dev/null || chmod o+x "$d"
+    d="$(dirname "$d")"
+  done
+}
+
 pg_start() {  # pg_start NAME PORT CONF
   local name="$1" port="$2" conf="$3" dir="$DATA/$1"
   if running "$name"; then say "$name already running"; return 0; fi
@@ -46,6 +56,7 @@ pg_start() {  # pg_start NAME PORT CONF
   fi
   require_free_port "$port" "HIP_${name^^}_PORT"
   id postgres >/dev/null 2>&1 || die "the 'postgres' system user is missing: reinstall postgresql-15"
+  ensure_traversable "$DATA"; ensure_traversable "$LOGS"
   if [[ ! -f "$dir/PG_VERSION" ]]; then
     say "$name: initialising a new cluster in $dir"
     rm -rf "$dir"; mkdir -p "$dir"; chown postgres:postgres "$dir"; chmod 700 "$dir"
