@@ -13,8 +13,13 @@ from typing import Any, Literal
 
 Kind = Literal["replication", "select", "login"]
 
-PG_ADMIN = {"host": "127.0.0.1", "user": "postgres", "password": "postgres"}
-MARIADB_ADMIN = {"host": "127.0.0.1", "user": "root", "password": "root"}
+
+
+def _admin(dialect: str) -> dict[str, str]:
+    from connectors.simulator.database import admin_credentials
+
+    user, password = admin_credentials(dialect)
+    return {"host": "127.0.0.1", "user": user, "password": password}
 
 
 def write_secret(secrets_dir: Path, name: str, user: str, password: str) -> Path:
@@ -38,7 +43,7 @@ class PgHospital:
     def admin(self, dbname: str | None = None) -> Any:
         import psycopg2
 
-        conn = psycopg2.connect(port=self.port, dbname=dbname or self.database, **PG_ADMIN)
+        conn = psycopg2.connect(port=self.port, dbname=dbname or self.database, **_admin("postgres"))
         conn.autocommit = True
         return conn
 
@@ -113,7 +118,7 @@ class MariaDbHospital:
     def admin(self) -> Any:
         import pymysql
 
-        return pymysql.connect(port=self.port, autocommit=True, charset="utf8mb4", **MARIADB_ADMIN)
+        return pymysql.connect(port=self.port, autocommit=True, charset="utf8mb4", **_admin("mariadb"))
 
     def create(self, ddl_statements: list[str]) -> None:
         conn = self.admin()

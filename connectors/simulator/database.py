@@ -1,12 +1,11 @@
 """Admin connections to the simulated hospitals' database servers, and schema creation.
 
 Ports come from ``hip.settings``. The admin accounts are the ones the local stack scripts create
-(PostgreSQL superuser ``postgres``, MariaDB ``root``); ``HIP_HOSPITAL_PG_ADMIN_PASSWORD`` and
-``HIP_HOSPITAL_MARIADB_ADMIN_PASSWORD`` override the passwords, kept here in one place.
+(PostgreSQL superuser ``postgres``, MariaDB ``root``); their passwords are read from the
+credentials files ``make up`` writes, the one place they are set.
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
@@ -18,9 +17,10 @@ _DB_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 def admin_credentials(dialect: str) -> tuple[str, str]:
-    if dialect == "postgres":
-        return "postgres", os.environ.get("HIP_HOSPITAL_PG_ADMIN_PASSWORD", "postgres")
-    return "root", os.environ.get("HIP_HOSPITAL_MARIADB_ADMIN_PASSWORD", "root")
+    """The hospital servers' admin login, from the credentials files `make up` writes."""
+    settings = load_settings()
+    name = "hospital-pg-admin" if dialect == "postgres" else "hospital-mariadb-admin"
+    return settings.secret(name, "user"), settings.secret(name)
 
 
 def check_db_name(name: str) -> str:
