@@ -332,12 +332,18 @@ def poll(c: Ctx, hospital: str | None, once: bool, metrics_port: int) -> None:
     for t in threads:
         t.start()
     try:
-        while not stop.is_set() and any(t.is_alive() for t in threads):
+        # A system that stopped on a permanent error stops the process: a poller that quietly
+        # skips a hospital is worse than one the status page shows as down.
+        while not stop.is_set() and all(t.is_alive() for t in threads):
             stop.wait(1.0)
     except KeyboardInterrupt:
         stop.set()
+    dead = [] if stop.is_set() else [t.name for t in threads if not t.is_alive()]
+    stop.set()
     for t in threads:
         t.join(timeout=30)
+    if dead:
+        raise click.ClickException(f"stopped on a permanent error: {', '.join(dead)} (traceback above)")
 
 
 @fleet.command()

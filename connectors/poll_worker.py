@@ -328,11 +328,15 @@ class SystemPoller:
         return int(self.clock() * 1000)
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
-        """Poll until ``stop()``; transient failures reconnect with jittered backoff, others stop."""
-        self.start()
+        """Poll until ``stop()``; transient failures (also while starting: a just-created state
+        topic may have no leader yet) retry with backoff, others stop."""
+        started = False
         failures = 0
         while not stop():
             try:
+                if not started:
+                    self.start()
+                    started = True
                 self.poll_once()
                 failures = 0
             except TransientError as exc:
@@ -341,10 +345,11 @@ class SystemPoller:
                 delay = min(60.0, 2.0 ** failures)
                 log.warning("%s.%s: %s; retrying in %.0f s", self.hospital.org, self.system, exc, delay)
                 time.sleep(delay)
-                try:
-                    self._connect()
-                except TransientError:
-                    continue
+                if started:
+                    try:
+                        self._connect()
+                    except TransientError:
+                        pass
                 continue
             time.sleep(self.spec.poll_interval_s)
 
