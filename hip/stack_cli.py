@@ -20,18 +20,23 @@ DEBEZIUM_PLUGINS = (
 
 def check_kafka(s: Settings) -> str:
     """The broker accepts a produce and returns it to a consumer."""
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Consumer, KafkaException, Producer
 
     topic = "hip.health"
     payload = uuid.uuid4().hex.encode()
+    # log_level 0: a broker that is down is reported once below, not by librdkafka every second.
     producer = Producer({"bootstrap.servers": s.bootstrap_servers, "socket.timeout.ms": 5000,
-                         "message.timeout.ms": 10000})
+                         "message.timeout.ms": 10000, "log_level": 0})
+    try:
+        producer.list_topics(timeout=5)
+    except KafkaException as exc:
+        raise RuntimeError(f"no broker answers at {s.bootstrap_servers}: {exc.args[0].str()}") from None
     errors: list[str] = []
     producer.produce(topic, payload, on_delivery=lambda err, _m: err and errors.append(str(err)))
     if producer.flush(15) or errors:
         raise RuntimeError(f"produce to {topic} failed: {errors or 'timeout'}")
     consumer = Consumer({"bootstrap.servers": s.bootstrap_servers, "group.id": f"hip-health-{payload.decode()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False, "log_level": 0})
     try:
         consumer.subscribe([topic])
         deadline = time.monotonic() + 20
