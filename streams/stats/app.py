@@ -45,6 +45,7 @@ from hip.codec import codec_from_settings
 from hip.errors import RecordError
 from hip.records import record_key
 from hip.settings import load_settings
+from streams import faust_buffer
 from streams.stats import core
 from streams.stats.decode import StatsDecoder
 
@@ -80,6 +81,7 @@ _listed = [d for d in os.environ.get("HIP_STATS_DATASETS", "").split(",") if d]
 SOURCE_DATASETS = _listed or [d.name for d in CATALOGUE if not d.is_statistic]
 SETTINGS = load_settings()
 
+faust_buffer.install()  # before the app makes its producer: see streams/faust_buffer.py
 app = faust.App(
     os.environ.get("HIP_STATS_APP_ID", "hip-stats"),
     broker=f"kafka://{SETTINGS.bootstrap_servers}",
@@ -250,8 +252,20 @@ class _Pending:
 PENDING = _Pending()
 
 
+_FLUSHING = asyncio.Lock()
+
+
 async def flush() -> None:
-    """Emit each changed cell once, wait for the broker, then ack the events that changed them."""
+    """Emit each changed cell once, wait for the broker, then ack the events that changed them.
+
+    One flush at a time (the idle timer and the agent both call this): a flush that took a cell's
+    totals must have sent them before a later flush sends newer ones, or the older would land last.
+    """
+    async with _FLUSHING:
+        await _flush_pending()
+
+
+async def _flush_pending() -> None:
     dirty, events = PENDING.take()
     if not events:
         return
