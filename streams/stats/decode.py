@@ -12,7 +12,6 @@ A record written with an older schema version than the catalogue's goes through 
 """
 from __future__ import annotations
 
-import importlib
 import io
 import struct
 from typing import Any, Callable
@@ -20,16 +19,12 @@ from typing import Any, Callable
 import fastavro
 import fastavro.schema
 
-from hip.codec import MAGIC, Codec
+from hip.codec import MAGIC, Codec, _fast_read
 from hip.errors import RecordError
 
 _HEADER = struct.Struct(">bI")
 _PLAIN = {"date", "time-millis", "time-micros", "timestamp-millis", "timestamp-micros",
           "local-timestamp-millis", "local-timestamp-micros"}
-
-# The reader fastavro's schemaless_reader calls after parsing: private, hence the fallback to the public
-# (re-parsing) path when a fastavro build lacks it.
-_fast_read: Any = getattr(importlib.import_module("fastavro._read"), "_read_data", None)
 
 
 def plain_schema(schema: Any) -> Any:
