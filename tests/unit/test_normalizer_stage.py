@@ -61,7 +61,8 @@ def test_every_event_is_a_record_or_a_dead_letter(mappings: Any, profile: str) -
         else:
             assert m.topic == FINDINGS_TOPIC
             f = json.loads(m.value or b"")
-            assert f["org"] == org and f["rule"] and f["status"] in ("accepted", "rejected")
+            assert f["org"] == org and f["status"] in ("accepted", "rejected")
+            assert f["findings"] and all(x["rule"] and x["severity"] for x in f["findings"])
             assert f["day"].startswith("2024-")
 
 
