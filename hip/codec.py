@@ -73,7 +73,8 @@ class RegistryClient:
         return bool(body.get("is_compatible"))
 
     def schema_by_id(self, schema_id: int) -> dict[str, Any]:
-        return json.loads(self._call("GET", f"/schemas/ids/{schema_id}")["schema"])
+        schema: dict[str, Any] = json.loads(self._call("GET", f"/schemas/ids/{schema_id}")["schema"])
+        return schema
 
 
 def subject_for(topic: str) -> str:

@@ -126,8 +126,10 @@ def dead_letter_counts(s: Settings) -> Counter[tuple[str, str, str]]:
                         break
                     if msg.error():
                         continue
-                    seen = msg.offset() + 1
-                    h = {k: (v or b"").decode("utf-8", "replace") for k, v in (msg.headers() or [])}
+                    seen = (msg.offset() or 0) + 1
+                    h: dict[str, str] = {}
+                    for k, v in list(msg.headers() or []):
+                        h[str(k)] = v if isinstance(v, str) else (v or b"").decode("utf-8", "replace")
                     org = h.get("hip.org") or _org_of_topic(h.get("hip.topic", ""))
                     counts[(topic, org or "?", h.get("hip.reason", "?"))] += 1
     finally:

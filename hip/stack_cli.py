@@ -5,7 +5,7 @@ import json
 import socket
 import time
 import uuid
-from typing import Callable
+from typing import Any, Callable
 
 import click
 import requests
@@ -32,7 +32,12 @@ def check_kafka(s: Settings) -> str:
     except KafkaException as exc:
         raise RuntimeError(f"no broker answers at {s.bootstrap_servers}: {exc.args[0].str()}") from None
     errors: list[str] = []
-    producer.produce(topic, payload, on_delivery=lambda err, _m: err and errors.append(str(err)))
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    producer.produce(topic, payload, on_delivery=delivered)
     if producer.flush(15) or errors:
         raise RuntimeError(f"produce to {topic} failed: {errors or 'timeout'}")
     consumer = Consumer({"bootstrap.servers": s.bootstrap_servers, "group.id": f"hip-health-{payload.decode()}",
