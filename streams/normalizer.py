@@ -31,7 +31,7 @@ from typing import Any, Callable
 import faust
 
 from hip import metrics
-from streams import faust_buffer
+from streams import faust_fixes
 from streams.core.mapping import MappingSet
 from streams.normalizer_stage import (
     NormalizerConfig, Processor, dictionary_topics, list_raw_topics, rebuild_lookups)
@@ -55,7 +55,7 @@ class WorkerState:
 def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappings: MappingSet,
               topics: list[str], *, discover: bool = True) -> tuple[faust.App, WorkerState]:
     """A Faust app consuming ``topics`` (and later raw topics) into ``processor``."""
-    faust_buffer.install()  # before the app makes its producer: see streams/faust_buffer.py
+    faust_fixes.install()  # before the app makes its producer and consumer: see streams/faust_fixes.py
     app = faust.App(
         cfg.group,
         broker=f"kafka://{bootstrap}",

@@ -45,7 +45,7 @@ from hip.codec import codec_from_settings
 from hip.errors import RecordError
 from hip.records import record_key
 from hip.settings import load_settings
-from streams import faust_buffer
+from streams import faust_fixes
 from streams.stats import core
 from streams.stats.decode import StatsDecoder
 
@@ -81,7 +81,7 @@ _listed = [d for d in os.environ.get("HIP_STATS_DATASETS", "").split(",") if d]
 SOURCE_DATASETS = _listed or [d.name for d in CATALOGUE if not d.is_statistic]
 SETTINGS = load_settings()
 
-faust_buffer.install()  # before the app makes its producer: see streams/faust_buffer.py
+faust_fixes.install()  # before the app makes its producer and consumer: see streams/faust_fixes.py
 app = faust.App(
     os.environ.get("HIP_STATS_APP_ID", "hip-stats"),
     broker=f"kafka://{SETTINGS.bootstrap_servers}",

@@ -1,0 +1,110 @@
+"""Two at-least-once holes in faust-streaming 0.15, closed for both of the platform's Faust apps.
+
+``install()`` must run before the app makes its producer and consumer (both workers call it just
+before ``faust.App(...)``).
+
+1. A producer buffer whose flush means "everything handed to the buffer reached the producer".
+   Faust writes table changes to their changelog through a buffer (``send_soon``) that a background
+   task drains, and commits offsets after ``producer.flush()``, which first flushes that buffer. The
+   stock ``ProducerBuffer.flush`` can return too early: it waits at most 0.1 s for each message and
+   returns on that timeout, pending messages or not; and it only looks at the queue, not at the
+   message the background task has already taken and is still handing to the producer. Either way
+   an offset can be committed before a changelog write it depends on is on its way, and a crash
+   then loses the write for good. ``DurableBuffer`` counts the message in flight and waits until
+   nothing is queued or in flight; the producer's own flush, which Faust calls next, then waits for
+   the broker.
+
+2. No commit past a message that was never acknowledged. ``Consumer._new_offset`` turns the acked
+   offsets of a partition into the offset to commit, and checks that they start where the last
+   commit ended with ``min(acked) - committed > 1``; but ``committed`` is already the next offset to
+   read, so a single missing message at the head passes. Right after a start the fetcher can drop
+   the first message of a partition (seen in the statistics' SIGKILL test: the first record of a
+   partition after the restart never reached the agent, the next ones did, and the commit went past
+   it). ``_new_offset`` here commits nothing while the head is missing; if it is still missing a few
+   seconds later the partition is sought back to the committed offset, so the message is delivered
+   again (with the ones after it: at-least-once, which every consumer here tolerates).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust.transport.consumer as faust_consumer
+import faust.transport.producer as faust_producer
+
+log = logging.getLogger("hip.faust")
+_Base: Any = faust_producer.ProducerBuffer
+
+
+class DurableBuffer(_Base):  # type: ignore[misc, valid-type]
+    """``ProducerBuffer`` with a flush that does not return before the buffer is drained."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.in_flight = 0
+
+    async def _send_pending(self, fut: Any) -> None:
+        # Counted before the first await: between the queue's get and here nothing else runs,
+        # so ``size + in_flight`` never misses a message.
+        self.in_flight += 1
+        try:
+            await super()._send_pending(fut)
+        finally:
+            self.in_flight -= 1
+
+    async def flush(self) -> None:
+        waited = 0.0
+        while self.size or self.in_flight:
+            if self.state != "running":
+                raise RuntimeError("Cannot flush: Producer not Running")
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                waited += 1.0
+                if waited % 10 == 0:
+                    log.warning("producer buffer: %d queued, %d in flight after %.0f s",
+                                self.size, self.in_flight, waited)
+
+
+HEAD_GRACE_S = 5.0
+_stock_new_offset = faust_consumer.Consumer._new_offset
+
+
+def missing_head(committed: int | None, acked: list[int], gaps: Any) -> int:
+    """How many offsets between the last commit and the first acked one are neither acked nor known
+    gaps (offsets the log does not have, which Faust records as it fetches)."""
+    if committed is None or not acked:
+        return 0
+    head = min(acked)
+    if head <= committed:
+        return 0
+    covered: set[int] = set()
+    for iv in gaps.overlap(committed, head) if gaps else ():
+        covered.update(range(max(iv.begin, committed), min(iv.end, head)))
+    return head - committed - len(covered)
+
+
+def _new_offset(self: Any, tp: Any) -> int | None:
+    committed = self._committed_offset[tp]
+    acked = self._acked[tp]
+    missing = missing_head(committed, acked, self._gap[tp])
+    if not missing:
+        self.__dict__.setdefault("_hip_head_missing_since", {}).pop(tp, None)
+        return _stock_new_offset(self, tp)  # type: ignore[no-any-return]
+    since = self.__dict__.setdefault("_hip_head_missing_since", {})
+    first = since.setdefault(tp, time.monotonic())
+    if time.monotonic() - first >= HEAD_GRACE_S:
+        since.pop(tp, None)
+        log.warning("%s[%d]: offset %d was never delivered (first acked: %d); reading again from %d",
+                    tp.topic, tp.partition, committed, min(acked), committed)
+        asyncio.ensure_future(self.seek(tp, committed))
+    return None
+
+
+def install() -> None:
+    """Make Faust producers and consumers created from now on use the fixes above."""
+    faust_producer.ProducerBuffer = DurableBuffer
+    faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]
