@@ -22,7 +22,8 @@ before ``faust.App(...)``).
    partition after the restart never reached the agent, the next ones did, and the commit went past
    it). ``_new_offset`` here commits nothing while the head is missing; if it is still missing a few
    seconds later the partition is sought back to the committed offset, so the message is delivered
-   again (with the ones after it: at-least-once, which every consumer here tolerates).
+   again (with the ones after it: at-least-once, which every consumer here tolerates). Offsets that
+   retention removed from the log meanwhile are recorded as a gap instead, so the commit moves on.
 """
 from __future__ import annotations
 
@@ -98,10 +99,21 @@ def _new_offset(self: Any, tp: Any) -> int | None:
     first = since.setdefault(tp, time.monotonic())
     if time.monotonic() - first >= HEAD_GRACE_S:
         since.pop(tp, None)
-        log.warning("%s[%d]: offset %d was never delivered (first acked: %d); reading again from %d",
-                    tp.topic, tp.partition, committed, min(acked), committed)
-        asyncio.ensure_future(self.seek(tp, committed))
+        asyncio.ensure_future(_recover_head(self, tp, committed, min(acked)))
     return None
+
+
+async def _recover_head(consumer: Any, tp: Any, committed: int, head: int) -> None:
+    """Read the missing head again, unless retention has removed it from the log meanwhile."""
+    earliest = (await consumer.earliest_offsets(tp)).get(tp)
+    if earliest is not None and earliest >= head:
+        consumer._gap[tp].addi(committed, head)  # gone from the log: nothing to wait for
+        log.warning("%s[%d]: offsets %d-%d were removed by retention before being read",
+                    tp.topic, tp.partition, committed, head - 1)
+        return
+    log.warning("%s[%d]: offset %d was never delivered (first acked: %d); reading again from %d",
+                tp.topic, tp.partition, committed, head, committed)
+    await consumer.seek(tp, committed)
 
 
 def install() -> None:

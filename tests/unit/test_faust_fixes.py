@@ -35,7 +35,7 @@ def test_flush_waits_for_the_message_already_taken_from_the_queue() -> None:
     assert asyncio.run(scenario()) == ["changelog-1", "changelog-2"]
 
 
-def _consumer(committed: int | None, acked: list[int], gaps: list[tuple[int, int]] = ()) -> Any:
+def _consumer(committed: int | None, acked: list[int], gaps: Any = (), earliest: int = 0) -> Any:
     from collections import defaultdict
 
     from intervaltree import IntervalTree
@@ -51,7 +51,10 @@ def _consumer(committed: int | None, acked: list[int], gaps: list[tuple[int, int
     async def seek(partition: Any, offset: int) -> None:
         seeks.append((partition, offset))
 
-    c = SimpleNamespace(_committed_offset=defaultdict(lambda: None, {tp: committed}),
+    async def earliest_offsets(*partitions: Any) -> dict[Any, int]:
+        return {p: earliest for p in partitions}
+
+    c = SimpleNamespace(earliest_offsets=earliest_offsets, _committed_offset=defaultdict(lambda: None, {tp: committed}),
                         _acked=defaultdict(list, {tp: list(acked)}), _acked_index=defaultdict(set, {tp: set(acked)}),
                         _gap=defaultdict(IntervalTree, {tp: tree}), seek=seek, seeks=seeks, tp=tp)
     return c
@@ -81,9 +84,28 @@ def test_no_commit_past_a_message_never_acked_and_it_is_read_again(monkeypatch: 
         assert faust_fixes._new_offset(c, c.tp) is None  # the stock code would commit 7
         now[0] += faust_fixes.HEAD_GRACE_S
         assert faust_fixes._new_offset(c, c.tp) is None
-        await asyncio.sleep(0)
+        for _ in range(5):
+            await asyncio.sleep(0)
         return list(c.seeks)
 
     assert asyncio.run(scenario()) == [(c.tp, 3)]
     c._acked[c.tp].append(3)  # offset 3 delivered again and acked
     assert faust_fixes._new_offset(c, c.tp) == 7
+
+
+def test_a_head_removed_by_retention_is_not_waited_for(monkeypatch: Any) -> None:
+    from streams import faust_fixes
+
+    c = _consumer(committed=3, acked=[500, 501], earliest=500)
+    now = [100.0]
+    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: now[0])
+
+    async def scenario() -> None:
+        assert faust_fixes._new_offset(c, c.tp) is None
+        now[0] += faust_fixes.HEAD_GRACE_S
+        assert faust_fixes._new_offset(c, c.tp) is None
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert c.seeks == [] and faust_fixes._new_offset(c, c.tp) == 502
