@@ -17,7 +17,7 @@ Findings (``dq.findings``, JSON, keyed like the record): one message per record 
 any, with ``org``, ``dataset``, ``day`` (local date of the source commit in the hospital's zone),
 ``key`` (the record key, ``[org, *business key]``), ``status`` (``accepted`` or ``rejected``),
 ``mapping_id``, ``source_position``, ``source_ts`` and ``findings``: a list of ``rule``,
-``severity``, ``field``, ``message``. (One message per finding was a third of the stage's cost:
+``severity``, ``field``, ``message``. (One message per finding was about a sixth of the stage's cost:
 most records carry several recommended-field findings.)
 """
 from __future__ import annotations
