@@ -160,7 +160,8 @@ class Codec:
             resolve = None if writer_schema is reader_schema else reader_schema
 
             def read(data: bytes) -> dict[str, Any]:
-                return fastavro.schemaless_reader(io.BytesIO(data[5:]), writer_schema, resolve)  # type: ignore[return-value]
+                record = fastavro.schemaless_reader(io.BytesIO(data[5:]), writer_schema, resolve)
+                return record  # type: ignore[return-value]
         self._readers[schema_id] = (dataset, read)
         return dataset, read
 

@@ -4,10 +4,11 @@ Faust lives only here. One agent (``concurrency=1``: higher values can commit pa
 messages) reads the raw change topics of every hospital in batches with ``noack_take``, hands each
 batch to the processor, hands every resulting message to a librdkafka producer (``BatchProducer``:
 idempotent, murmur2 partitioner like Faust's own, so keys land where they always did), waits off the
-event loop until the broker acknowledged them all, and only then acks the batch's events. (Faust's
-aiokafka producer cost more per message than normalizing it.) An exception never escapes the agent (Faust would ack the event): a bad record
-is a dead letter, and any other failure stops the worker with its events unacked, so they are
-delivered again after the restart (at-least-once; the sink is idempotent by source position).
+event loop until the broker acknowledged them all, and only then acks the batch's events (faster
+than Faust's aiokafka producer: 1,739 → 1,943 events/s back to back, see docs/benchmarks.md). An
+exception never escapes the agent (Faust would ack the event): a bad record is a dead letter, and
+any other failure stops the worker with its events unacked, so they are delivered again after the
+restart (at-least-once; the sink is idempotent by source position).
 
 Subscription: an explicit topic list (Faust's topic patterns subscribe to nothing). A timer lists
 the broker's topics every ``discover_interval_s``; when new ``raw.*`` topics appear the worker
