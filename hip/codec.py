@@ -77,6 +77,21 @@ class RegistryClient:
         return schema
 
 
+def parsed_once_reader(schema: Any) -> Callable[[bytes], dict[str, Any]] | None:
+    """A reader of registry-framed bodies written with ``schema`` itself, the schema parsed once
+    (``fastavro.schemaless_reader`` parses on every call); ``None`` when fastavro lacks the hook."""
+    if _fast_read is None:
+        return None
+    named: dict[str, Any] = {}
+    parsed = fastavro.parse_schema(json.loads(json.dumps(schema)), named, _write_hint=False)
+    options: dict[str, Any] = {}
+
+    def read(data: bytes) -> dict[str, Any]:
+        return _fast_read(io.BytesIO(data[5:]), parsed, named, None, options)  # type: ignore[no-any-return]
+
+    return read
+
+
 def subject_for(topic: str) -> str:
     return f"{topic}-value"
 
@@ -148,14 +163,9 @@ class Codec:
         dataset, writer_schema = writer
         reader_schema = self.catalogue[dataset].parsed
         read: Callable[[bytes], dict[str, Any]]
-        if writer_schema is reader_schema and _fast_read is not None:
-            named: dict[str, Any] = {}
-            parsed = fastavro.parse_schema(json.loads(json.dumps(self.catalogue[dataset].schema)), named,
-                                           _write_hint=False)
-            options: dict[str, Any] = {}
-
-            def read(data: bytes) -> dict[str, Any]:
-                return _fast_read(io.BytesIO(data[5:]), parsed, named, None, options)  # type: ignore[no-any-return]
+        fast = parsed_once_reader(self.catalogue[dataset].schema) if writer_schema is reader_schema else None
+        if fast is not None:
+            read = fast
         else:
             resolve = None if writer_schema is reader_schema else reader_schema
 

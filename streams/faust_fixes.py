@@ -91,11 +91,10 @@ def missing_head(committed: int | None, acked: list[int], gaps: Any) -> int:
 def _new_offset(self: Any, tp: Any) -> int | None:
     committed = self._committed_offset[tp]
     acked = self._acked[tp]
-    missing = missing_head(committed, acked, self._gap[tp])
-    if not missing:
-        self.__dict__.setdefault("_hip_head_missing_since", {}).pop(tp, None)
-        return _stock_new_offset(self, tp)  # type: ignore[no-any-return]
     since = self.__dict__.setdefault("_hip_head_missing_since", {})
+    if not missing_head(committed, acked, self._gap[tp]):
+        since.pop(tp, None)
+        return _stock_new_offset(self, tp)  # type: ignore[no-any-return]
     first = since.setdefault(tp, time.monotonic())
     if time.monotonic() - first >= HEAD_GRACE_S:
         since.pop(tp, None)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import fastavro
 import fastavro.schema
 
-from hip.codec import MAGIC, Codec, _fast_read
+from hip.codec import MAGIC, Codec, parsed_once_reader
 from hip.errors import RecordError
 
 _HEADER = struct.Struct(">bI")
@@ -74,15 +74,9 @@ class StatsDecoder:
         if not same:
             writer_raw = self.codec.registry.schema_by_id(schema_id)
             same = _canonical(writer_raw) == _canonical(current.schema)
-        if same and _fast_read is not None:
-            named: dict[str, Any] = {}
-            parsed = fastavro.parse_schema(reader_plain, named, _write_hint=False)
-            options: dict[str, Any] = {}
-            fast = _fast_read
-
-            def read(data: bytes) -> dict[str, Any]:
-                record: dict[str, Any] = fast(io.BytesIO(data[5:]), parsed, named, None, options)
-                return record
+        fast = parsed_once_reader(reader_plain) if same else None
+        if fast is not None:
+            read = fast
         else:
             writer_plain = fastavro.parse_schema(plain_schema(writer_raw if writer_raw is not None
                                                               else self.codec.registry.schema_by_id(schema_id)),
