@@ -127,6 +127,9 @@ class Warehouse:
     def rollback(self) -> None:
         """Abandon the open transaction; a broken connection is dropped and reopened later."""
         self._dirty.clear()
+        # A staging table created in this transaction is gone with it (CREATE is transactional);
+        # the next write creates it again (IF NOT EXISTS keeps the ones that survived).
+        self._staged.clear()
         if self._conn is None or self._conn.closed:
             return
         try:
