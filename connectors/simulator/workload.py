@@ -284,8 +284,11 @@ class Workload:
         patient = reg["patient"]
         rng = self.rng
         diag_code, diag_name = DIAGNOSES[rng.randrange(len(DIAGNOSES))]
+        # The visit is written when the doctor closes it: an end past the simulated clock would be a
+        # future event, and the clock is held at the real one when it catches up with it.
+        start = max(reg["time"], self.now - timedelta(minutes=rng.randint(3, 25)))
         visit = {"vid": self._id(), "rid": reg["rid"], "pid": patient["pid"], "dept": reg["dept"],
-                 "doctor": reg["doctor"], "start": self.now, "end": self.now + timedelta(minutes=rng.randint(3, 25)),
+                 "doctor": reg["doctor"], "start": start, "end": self.now,
                  "diag_code": diag_code, "diag_name": diag_name, "complaint": f"{diag_name}相关症状{rng.randint(1, 14)}天",
                  "illness": f"患者{rng.randint(1, 14)}天前无明显诱因出现不适，" + "自行服药效果不佳，今来我院就诊。" * rng.randint(1, 3),
                  "revisit": "T" if rng.random() < 0.3 else "F", "emergency": reg["emergency"],

@@ -51,6 +51,9 @@ def test_mariadb_config_has_history_server_id_and_zone() -> None:
     assert his["database.connectionTimeZone"] == "Asia/Shanghai"
     assert his["database.include.list"] == "dbo,his"
     assert "slot.name" not in his
+    # Heartbeats committed an inflated skip count that lost a transaction at the next restart.
+    assert his["heartbeat.interval.ms"] == "0"
+    assert render_fleet(fleet({"HIS": "mysql"}), CTX)["hip.SIM01.HIS"]["heartbeat.interval.ms"] == "0"
 
 
 def test_sqlserver_and_oracle_render() -> None:
