@@ -182,7 +182,7 @@ async def contribute(stream: Any) -> None:
                 continue
             metrics.EVENTS_IN.labels(stage=STAGE, org=org, system=str(record.get("source_system"))).inc()
             old = ledger.get(source)
-            p = core.plan(source, core.Entry.from_json(old) if old else None, str(record["source_position"]), new,
+            p = core.plan(source, core.Entry.from_json(old) if old else None, core.version(record), new,
                           fields=core.window_fields(dataset, record), window=window,
                           partition=event.message.partition)
             await _send_statements(p.statements, core.to_ms(record.get("source_ts")) or 0)

@@ -98,7 +98,7 @@ class Statistics:
         source = core.source_ref(dataset, org, [rec.get(k) for k in ds.business_key])
         new = core.contributions(dataset, rec, self.window, quality=self.quality)
         ledger = self.ledger
-        p = core.plan(source, ledger.entries.get(source), str(rec["source_position"]), new,
+        p = core.plan(source, ledger.entries.get(source), core.version(rec), new,
                       fields=core.window_fields(dataset, rec), window=self.window)
         if p.entry is not None and not p.stale and not p.replay:
             ledger.entries[source] = p.entry

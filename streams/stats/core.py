@@ -426,6 +426,21 @@ class Plan:
     replay: bool = False
 
 
+VERSION_MARK = "\x1e"  # below every printable character and below ROLL_MARK
+
+
+def version(record: Mapping[str, Any]) -> str:
+    """The order of a record's versions, as the sink orders them: ``(source_position, ingest_ts)``.
+
+    One string (the position, a mark, the arrival in ms, zero-padded) so a ledger entry keeps one
+    position. A message the normalizer produced again after a restart carries the same source
+    position and a later arrival: the warehouse keeps that copy, so the statistics must count it
+    (dataset 60's delay and arrival day come from the arrival) rather than ignore it as a replay.
+    """
+    ingest = to_ms(record.get("ingest_ts")) or 0
+    return f"{record['source_position']}{VERSION_MARK}{ingest:015d}"
+
+
 def plan(source: str, old: Entry | None, position: str, new: Contributions, *,
          keep: Sequence[str] = (), fields: dict[str, Any] | None = None, window: Window | None = None,
          partition: int | None = None) -> Plan:

@@ -97,6 +97,23 @@ def test_plan_retracts_cells_left_and_ignores_older_positions() -> None:
     assert replay.replay and {s.cell for s in replay.statements} == {'["s","H1","x"]', '["s","H1","y"]'}
 
 
+def test_a_record_produced_again_later_replaces_its_first_arrival() -> None:
+    # The normalizer redelivers a batch after a restart: same source position, later arrival. The
+    # warehouse keeps the later copy, so dataset 60 must count its delay, not the first one's.
+    op = {"org_code": ORG, "op": "c", "operation_no": "S1", "op_date": _day("2024-01-31"), "dept_code": "SU",
+          "source_ts": 0, "ingest_ts": 1000, "source_position": "pg:0001:1"}
+    again = {**op, "ingest_ts": 11000}
+    assert core.version(op) < core.version(again)
+    assert core.version({**op, "source_position": "pg:0001:10"}) > core.version(again)  # a prefix sorts first, as in SQL
+    first = plan("r", None, core.version(op), core.contributions("operation_record", op, W))
+    second = plan("r", first.entry, core.version(again), core.contributions("operation_record", again, W))
+    assert not second.stale and not second.replay
+    star = [s for s in second.statements if s.cell.endswith('"operation_record","*"]')][0]
+    assert star.measures["delay_seconds_total"] == 11
+    assert plan("r", second.entry, core.version(again), {}).replay  # the same copy once more changes nothing
+    assert plan("r", second.entry, core.version(op), {}).stale
+
+
 def test_fold_is_exactly_once_even_after_a_half_written_change() -> None:
     st = core.Statement("c", "r", "0005", {"n": 3})
     f = fold(None, None, st)
