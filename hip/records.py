@@ -29,6 +29,26 @@ HEADER_NAMES: tuple[str, ...] = tuple(f["name"] for f in HEADER_FIELDS)
 
 OPS = ("c", "u", "d", "r")
 
+# Kafka header of a standard record whose source sent some columns as "unchanged, value not sent"
+# (PostgreSQL's TOAST placeholder): comma-separated field names, null in the record. The warehouse
+# keeps the stored value of those fields instead of overwriting it with null.
+UNAVAILABLE_HEADER = "hip.unavailable"
+
+
+def unavailable_header(fields: Sequence[str]) -> list[tuple[str, bytes]] | None:
+    """The headers of a standard record carrying ``fields`` as unavailable (None when there are none)."""
+    return [(UNAVAILABLE_HEADER, ",".join(fields).encode("utf-8"))] if fields else None
+
+
+def unavailable_fields(headers: Any) -> tuple[str, ...]:
+    """The field names a standard record's Kafka headers (list of pairs or dict) mark as unavailable."""
+    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
+    for name, value in pairs:
+        if name == UNAVAILABLE_HEADER and value:
+            text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+            return tuple(f for f in text.split(",") if f)
+    return ()
+
 
 def record_key(org_code: str, business_key: Sequence[Any]) -> bytes:
     """Kafka key of a standard record: JSON array ``[org, *business key]`` in UTF-8.

@@ -24,9 +24,11 @@ from confluent_kafka import Consumer, TopicPartition
 from connectors.fleet import Fleet, SystemSpec
 from connectors.topics import split_table
 from hip.errors import ConfigError, RecordError
+from hip.records import unavailable_fields
 from streams.core.mapping import MappingSet
 
-from sinks.core.reconcile import Difference, KeyChecksums, compare, compared_fields, key_checksums, last_wins
+from sinks.core.batch import Change, fold
+from sinks.core.reconcile import Difference, KeyChecksums, compare, compared_fields, key_checksums
 from sinks.core.table import DELETED, TableLike
 from sinks.replay import org_key_prefix, plan_replay
 from sinks.warehouse import Warehouse
@@ -49,7 +51,7 @@ def topic_records(bootstrap_servers: str, topic: str, org: str, decoder: Decoder
     consumer = Consumer({"bootstrap.servers": bootstrap_servers, "enable.auto.commit": False,
                          "group.id": f"hip-sink-reconcile-{uuid.uuid4().hex[:12]}"})
     prefix = org_key_prefix(org)
-    records: list[Mapping[str, Any]] = []
+    changes: list[Change] = []
     try:
         plan = plan_replay(consumer, topic, None, None)
         todo = {p: r for p, r in plan.ranges.items() if r[1] > r[0]}
@@ -69,10 +71,12 @@ def topic_records(bootstrap_servers: str, topic: str, org: str, decoder: Decoder
                     _, record = decoder.decode(msg.value())
                 except Exception:
                     continue  # undecodable records are dead letters, not warehouse rows
-                records.append(record)
+                changes.append(Change(record, keep=unavailable_fields(msg.headers())))
     finally:
         consumer.close()
-    return last_wins(records, key)
+    # The sink's own fold: newest version per key, fields the source did not send taken from the
+    # version before (the warehouse keeps them the same way).
+    return [c.record for c in fold(changes, key).winners if c.record.get("op") != "d"]
 
 
 @dataclass

@@ -19,7 +19,7 @@ from hip.errors import FatalError, PlatformError, RecordError, TransientError
 
 from sinks.core.batch import Change
 from sinks.core.copy import RowEncoder
-from sinks.core.sql import BatchSql, batch_sql
+from sinks.core.sql import BatchSql, batch_sql, keep_stored_sql
 from sinks.core.table import TableLike, qualified, written_columns
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,7 @@ class Warehouse:
         try:
             data = ("\n".join(line for _, line in lines) + "\n").encode("utf-8")
             cur.copy_expert(prepared.sql.copy, io.BytesIO(data), size=1 << 20)
+            self._keep_stored(cur, prepared, lines)
             cur.execute(prepared.sql.upsert)
             applied = cur.rowcount
             if truncate:
@@ -220,6 +221,18 @@ class Warehouse:
         mid = len(lines) // 2
         return (self._attempt(cur, prepared, lines[:mid], rejected, truncate=True)
                 + self._attempt(cur, prepared, lines[mid:], rejected, truncate=True))
+
+    @staticmethod
+    def _keep_stored(cur: Any, prepared: _Prepared, lines: list[tuple[Change, str]]) -> None:
+        """Staged rows whose source did not send a field take the stored value of that field."""
+        keys: dict[str, list[tuple[Any, ...]]] = {}
+        written = set(prepared.sql.columns) - set(prepared.table.primary_key)
+        for change, _ in lines:
+            for name in change.keep:
+                if name in written:
+                    keys.setdefault(name, []).append(change.pk)
+        for name, pks in keys.items():
+            cur.execute(keep_stored_sql(prepared.table, name, len(pks)), [v for pk in pks for v in pk])
 
     # -- reading ----------------------------------------------------------------------------
     def rows(self, table: TableLike, columns: Sequence[str], *, where: str = "",

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from hip import metrics
 from hip.errors import FatalError, PlatformError, RecordError, TransientError
+from hip.records import unavailable_fields
 
 from sinks.core.batch import Change, fold
 from sinks.core.deadletter import DLQ_TOPIC, STAGE, dead_letter_headers, org_of
@@ -133,6 +134,7 @@ class BatchWriter:
                 dead.append((change, RecordError("wrong_topic", f"record of {dataset} on {msg.topic()}"), record))
                 continue
             change.record = record
+            change.keep = unavailable_fields(msg.headers())
             by_topic[msg.topic()].append(change)
 
         try:

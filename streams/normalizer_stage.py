@@ -13,6 +13,10 @@ carry ``hip.stage`` (``normalize``), ``hip.reason``, ``hip.error``, ``hip.mappin
 ``hip.redrives``, and ``hip.key`` (the original key bytes, also kept when the key is null: header
 absent).
 
+Standard records (``std.<dataset>``): Avro in the registry's wire format; a record whose source sent
+a column as "unchanged, not sent" (PostgreSQL's TOAST placeholder) carries null in the fields read
+from it and names them in the ``hip.unavailable`` header, so the sink keeps their stored values.
+
 Findings (``dq.findings``, JSON, keyed like the record): one message per record version that has
 any, with ``org``, ``dataset``, ``day`` (local date of the source commit in the hospital's zone),
 ``key`` (the record key, ``[org, *business key]``), ``status`` (``accepted`` or ``rejected``),
@@ -38,7 +42,7 @@ import fastavro
 
 from hip import metrics
 from hip.errors import RecordError
-from hip.records import record_key, std_topic
+from hip.records import record_key, std_topic, unavailable_header
 from streams.core import envelope
 from streams.core.mapping import MappingSet
 from streams.core.normalize import DeadLetter, StandardRecord, normalize
@@ -303,7 +307,7 @@ class Processor:
                         out.append(self._dead_letter(d, now))
                         dead[(topic_labels(msg[2])[0], d.reason)] += 1
                         continue
-                    out.append(Outgoing(std_topic(o.dataset), o.key, value))
+                    out.append(Outgoing(std_topic(o.dataset), o.key, value, unavailable_header(o.unavailable)))
                     org = o.record["org_code"]
                     records_out[(org, o.dataset)] += 1
                     latencies.append(now - o.record["source_ts"] / 1000.0)

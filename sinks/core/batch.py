@@ -29,6 +29,8 @@ class Change:
     offset: int = -1
     key: bytes | None = None
     value: bytes | None = None
+    # Fields the source did not send (``hip.records.UNAVAILABLE_HEADER``): the stored value stays.
+    keep: tuple[str, ...] = ()
     # Filled by ``fold``: the primary-key values and the version used for ordering.
     pk: tuple[Any, ...] = field(default=(), compare=False)
 
@@ -80,6 +82,20 @@ def fold(changes: Iterable[Change], key_columns: Sequence[str]) -> Folded:
         seen += 1
         held = best.get(change.pk)
         if held is None or held[0] <= ver:
+            if held is not None and change.keep:
+                _inherit(change, held[1])
             best[change.pk] = (ver, change)
     winners = [change for _, change in best.values()]
     return Folded(winners=winners, superseded=seen - len(winners), rejected=rejected)
+
+
+def _inherit(newer: Change, older: Change) -> None:
+    """``newer`` did not carry some fields: take them from the version it replaces in this batch."""
+    known = [f for f in newer.keep if f not in older.keep]
+    if not known:
+        return
+    record = dict(newer.record)
+    for name in known:
+        record[name] = older.record.get(name)
+    newer.record = record
+    newer.keep = tuple(f for f in newer.keep if f in older.keep)

@@ -76,6 +76,22 @@ def batch_sql(table: TableLike) -> BatchSql:
     )
 
 
+def keep_stored_sql(table: TableLike, column: str, keys: int) -> str:
+    """Copy ``column`` from the stored rows into the staged rows of ``keys`` primary keys.
+
+    Run between COPY and the upsert for rows whose source did not send ``column`` (TOAST
+    placeholder): the upsert then writes back the stored value instead of null. Parameters: the
+    primary-key values of each of the ``keys`` rows, in order.
+    """
+    stage = quote_ident(staging_name(table))
+    pk = [quote_ident(c) for c in table.primary_key]
+    row = "(" + ", ".join(["%s"] * len(pk)) + ")"
+    q = quote_ident(column)
+    return (f"UPDATE pg_temp.{stage} AS s SET {q} = t.{q} FROM {qualified(table)} AS t "
+            f"WHERE ({', '.join('s.' + c for c in pk)}) = ({', '.join('t.' + c for c in pk)}) "
+            f"AND ({', '.join('s.' + c for c in pk)}) IN ({', '.join([row] * keys)})")
+
+
 def naive_upsert_sql(table: TableLike) -> str:
     """Row-by-row ``INSERT … ON CONFLICT`` with the same semantics (the benchmark's baseline)."""
     cols = [c.name for c in written_columns(table)]

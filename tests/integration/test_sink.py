@@ -160,6 +160,22 @@ def worker_for(demo: Demo, group: str | None = None, batch_max: int = 200,
         lambda _: demo.table, producer, demo.dlq))
 
 
+class FakeMessage:
+    """What ``BatchWriter.write`` reads of a consumed message, for tests that drive it directly."""
+
+    def __init__(self, demo: Demo, offset: int, record: dict[str, Any],
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
+        self._t, self._o, self._h = demo.topic, offset, headers
+        self._v, self._k = demo.codec.encode(demo.dataset, record), kafka_key(record)
+
+    def topic(self) -> str: return self._t
+    def partition(self) -> int: return 0
+    def offset(self) -> int: return self._o
+    def key(self) -> bytes: return self._k
+    def value(self) -> bytes: return self._v
+    def headers(self) -> list[tuple[str, bytes]] | None: return self._h
+
+
 # -- tests -------------------------------------------------------------------------------------
 def test_bad_records_go_to_dead_letters_and_the_rest_of_the_batch_lands(demo: Demo) -> None:
     records = list(workload(ORG, keys=300, changes=1500, seed=3))
@@ -191,15 +207,8 @@ def test_redelivered_and_out_of_order_batches_converge_with_delete_flags(demo: D
     records = list(workload(ORG, keys=200, changes=2000, seed=5, delete_every=5))
     writer = demo.writer()
 
-    class Msg:
-        def __init__(self, offset: int, record: dict[str, Any]) -> None:
-            self._o, self._v, self._k = offset, demo.codec.encode(demo.dataset, record), kafka_key(record)
-
-        def topic(self) -> str: return demo.topic
-        def partition(self) -> int: return 0
-        def offset(self) -> int: return self._o
-        def key(self) -> bytes: return self._k
-        def value(self) -> bytes: return self._v
+    def Msg(offset: int, record: dict[str, Any]) -> FakeMessage:
+        return FakeMessage(demo, offset, record)
 
     msgs = [Msg(i, r) for i, r in enumerate(records)]
     chunks = [msgs[i:i + 137] for i in range(0, len(msgs), 137)]
@@ -343,3 +352,29 @@ def test_sigkill_mid_workload_then_restart_leaves_zero_differences(demo: Demo) -
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
+
+
+def test_fields_the_source_did_not_send_keep_their_stored_value(demo: Demo) -> None:
+    """PostgreSQL sends an unchanged TOASTed column as a placeholder: the normalizer nulls the field
+    and names it in ``hip.unavailable``; the stored value must survive, also when the version that
+    carried it is in the same batch, and a plain null (no header) still clears it."""
+    writer = demo.writer()
+    unsent = [("hip.unavailable", b"dept_name")]
+
+    def version_of(visit: int, seq: int, dept: str | None, fee: str) -> dict[str, Any]:
+        r = make_record(ORG, visit, seq, op="c" if seq == 1 else "u", fee=Decimal(fee))
+        r["dept_name"] = dept
+        return r
+
+    writer.write([FakeMessage(demo, 0, version_of(1, 1, "内科", "5.00"))])
+    writer.write([FakeMessage(demo, 1, version_of(1, 2, None, "6.00"), unsent),              # stored, then unsent
+                  FakeMessage(demo, 2, version_of(2, 3, "外科", "1.00")),                      # same batch
+                  FakeMessage(demo, 3, version_of(2, 4, None, "2.00"), unsent),
+                  FakeMessage(demo, 4, version_of(3, 5, None, "3.00"), unsent)])              # never stored
+    state = demo.state()
+    assert state[(ORG, "V000000001")][2][1:3] == ("内科", Decimal("6.00"))
+    assert state[(ORG, "V000000002")][2][1:3] == ("外科", Decimal("2.00"))
+    assert state[(ORG, "V000000003")][2][1] is None
+    writer.write([FakeMessage(demo, 5, version_of(1, 6, None, "7.00"))])
+    assert demo.state()[(ORG, "V000000001")][2][1:3] == (None, Decimal("7.00"))
+    writer.warehouse.close()

@@ -80,3 +80,20 @@ def test_a_core_failure_is_a_dead_letter_not_a_crash(mappings: Any) -> None:
     result = Processor(mappings, Broken(), {}, check=explode).process(events)
     reasons = Counter(header_map(m.headers)["hip.reason"] for m in result.messages if m.topic == DLQ_TOPIC)
     assert reasons[b"internal_error"] > 0
+
+
+def test_a_toast_placeholder_travels_as_the_unavailable_header(mappings: Any) -> None:
+    from hip.records import UNAVAILABLE_HEADER
+
+    org = _org(mappings, "vendor_b")
+    events = workload_events("b", org, 600, dirty=0.0)
+    i = next(i for i, e in enumerate(events) if e[2].endswith(".outpt_u005fvisit") and json.loads(e[1])["op"] == "c")
+    k, v, t, p, o = events[i]
+    change = json.loads(v)
+    change["op"], change["before"] = "u", None
+    change["after"]["present_illness"] = "__debezium_unavailable_value"
+    batch = events[:i + 1] + [(k, json.dumps(change).encode(), t, p, 10**6)]
+    visits = [m for m in Processor(mappings, FramedEncoder(_Codec()), {}).process(batch).messages
+              if m.topic == "std.outpatient_visit"]
+    assert not visits[-2].headers  # the insert sent every column
+    assert header_map(visits[-1].headers)[UNAVAILABLE_HEADER] == b"present_illness"

@@ -53,6 +53,25 @@ def test_fold_tie_goes_to_later_ingest_then_later_offset() -> None:
     assert fold(same, TABLE.primary_key).winners[0].offset == 1
 
 
+def test_fold_fills_fields_the_newest_version_did_not_carry_from_the_one_it_replaces() -> None:
+    first = Change(rec("a", "pg:01", fee=Decimal("5.00"), visit_date=dt.date(2026, 3, 1)), offset=0)
+    toast = Change(rec("a", "pg:02", fee=None, visit_date=None), offset=1, keep=("fee", "visit_date"))
+    toast_again = Change(rec("a", "pg:03", fee=None, visit_date=dt.date(2026, 3, 2)), offset=2, keep=("fee",))
+    winner = fold([first, toast, toast_again], TABLE.primary_key).winners[0]
+    assert winner.offset == 2 and winner.record["fee"] == Decimal("5.00") and winner.keep == ()
+    assert winner.record["visit_date"] == dt.date(2026, 3, 2)
+    alone = fold([Change(rec("b", "pg:04", fee=None), keep=("fee",))], TABLE.primary_key).winners[0]
+    assert alone.keep == ("fee",)  # the warehouse's stored value is taken at write time
+
+
+def test_keep_stored_sql_copies_named_rows_from_the_table() -> None:
+    from sinks.core.sql import keep_stored_sql
+
+    sql = keep_stored_sql(TABLE, "fee", 2)
+    assert sql.startswith('UPDATE pg_temp."stage_std_outpatient_visit" AS s SET "fee" = t."fee" FROM "std"."outpatient_visit" AS t')
+    assert sql.endswith('IN ((%s, %s), (%s, %s))')
+
+
 def test_fold_rejects_missing_key_and_position() -> None:
     bad_key = rec("a", "pg:1")
     bad_key["visit_no"] = None
