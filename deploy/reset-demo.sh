@@ -21,7 +21,7 @@ for name in requests.get(f"{s.connect_url}/connectors", timeout=10).json():
 admin = AdminClient({"bootstrap.servers": s.bootstrap_servers})
 doomed = [t for t in admin.list_topics(timeout=10).topics
           if t.startswith(("raw.SIM", "std.", "stat.", "dlq.", "dq.", "hip.poll", "hip.schema-history.SIM"))
-          or t.startswith(("hip-stats", "hip-normalizer"))]
+          or t.startswith(("hip-stats", "hip-normalizer", "stats."))]
 for f in (admin.delete_topics(doomed).values() if doomed else []):
     try:
         f.result()

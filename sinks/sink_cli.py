@@ -67,7 +67,7 @@ def sink() -> None:
 @click.option("--dataset", "datasets", multiple=True, help="Only these datasets (default: all 72).")
 @click.option("--group", default="hip-sink", show_default=True, help="Kafka consumer group.")
 @click.option("--batch-size", default=5000, show_default=True, help="Records per batch at most.")
-@click.option("--batch-wait", default=0.5, show_default=True, help="Seconds to wait filling a batch.")
+@click.option("--batch-wait", default=0.2, show_default=True, help="Seconds to wait filling a batch.")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (default: ports.env).")
 def run_cmd(datasets: tuple[str, ...], group: str, batch_size: int, batch_wait: float,
             metrics_port: int | None) -> None:

@@ -67,7 +67,7 @@ class SinkConfig:
     bootstrap_servers: str
     group_id: str = "hip-sink"
     batch_max: int = 5000
-    batch_wait_s: float = 0.5
+    batch_wait_s: float = 0.2
     dlq_topic: str = DLQ_TOPIC
     backoff: Backoff = field(default_factory=Backoff)
     pause_s: float = 30.0
@@ -259,7 +259,7 @@ class SinkWorker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._assigned.add((tp.topic, tp.partition))
-        log.info("assigned %s", [(tp.topic, tp.partition) for tp in partitions])
+        log.info("assigned %s", _describe(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Batches are written and committed before the next poll, so nothing is in flight here.
@@ -271,7 +271,7 @@ class SinkWorker:
                 metrics.CONSUMER_LAG.remove(self.config.group_id, tp.topic, str(tp.partition))
             except KeyError:
                 pass
-        log.info("revoked %s", [(tp.topic, tp.partition) for tp in partitions])
+        log.info("revoked %s", _describe(partitions))
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -419,3 +419,13 @@ class SinkWorker:
             done = tp.offset if tp.offset >= 0 else low
             metrics.CONSUMER_LAG.labels(group=self.config.group_id, topic=tp.topic,
                                         partition=str(tp.partition)).set(max(0, high - done))
+
+
+def _describe(partitions: Sequence[TopicPartition]) -> str:
+    """``12 partitions of 2 topics: std.a[0-5], std.b[0-5]`` (a sink is assigned hundreds)."""
+    by_topic: dict[str, list[int]] = defaultdict(list)
+    for tp in partitions:
+        by_topic[tp.topic].append(tp.partition)
+    shown = [f"{t}{sorted(p)}" if len(p) < 4 else f"{t}[{min(p)}-{max(p)}]" for t, p in sorted(by_topic.items())]
+    more = f", … {len(shown) - 8} more" if len(shown) > 8 else ""
+    return f"{len(partitions)} partitions of {len(by_topic)} topics: {', '.join(shown[:8])}{more}"
