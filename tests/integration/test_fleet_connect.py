@@ -130,17 +130,17 @@ def test_changed_template_updates_only_its_connectors(env: dict[str, Any]) -> No
     templates = env["tmp"] / "templates"
     shutil.copytree(TEMPLATE_DIR, templates, dirs_exist_ok=True)
     with (templates / "mariadb.yaml").open("a", encoding="utf-8") as fh:
-        fh.write('heartbeat.interval.ms: "15000"\n')
+        fh.write('poll.interval.ms: "250"\n')
     r = run(["--fleet", f, "--templates", str(templates), "plan"])
     assert r.exit_code == 1, r.output
     assert f"~ update {env['prefix']}.{env['org_my']}.HIS" in r.output
-    assert "heartbeat.interval.ms: 10000 → 15000" in r.output
+    assert "poll.interval.ms: 100 → 250" in r.output
     assert "0 to create, 1 to update, 0 to delete" in r.output
     r = run(["--fleet", f, "--templates", str(templates), "apply"])
     assert r.exit_code == 0, r.output
     cfg = env["client"].configs()
-    assert cfg[f"{env['prefix']}.{env['org_my']}.HIS"]["heartbeat.interval.ms"] == "15000"
-    assert cfg[f"{env['prefix']}.{env['org_pg']}.HIS"]["heartbeat.interval.ms"] == "10000"
+    assert cfg[f"{env['prefix']}.{env['org_my']}.HIS"]["poll.interval.ms"] == "250"
+    assert cfg[f"{env['prefix']}.{env['org_pg']}.HIS"]["poll.interval.ms"] == "100"
     r = run(["--fleet", f, "--templates", str(templates), "plan"])
     assert r.exit_code == 0, r.output
     # back to the committed templates for the following tests

@@ -73,6 +73,7 @@ class Msg:
     def offset(self) -> int: return self._o
     def key(self) -> bytes: return self._k
     def value(self) -> bytes: return self._v
+    def headers(self) -> None: return None
 
 
 class SchemaCodec:
