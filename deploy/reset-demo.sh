@@ -36,5 +36,7 @@ PGPASSWORD="$HIP_WAREHOUSE_PASSWORD" psql -h 127.0.0.1 -p "$HIP_WAREHOUSE_PG_POR
   "set client_min_messages = warning; drop schema if exists std cascade; drop schema if exists stat cascade; drop schema if exists dq cascade"
 for spec in a:sim_a01 b:sim_b01 b:sim_b02; do "$HIP" simulate create --vendor "${spec%%:*}" --db "${spec##*:}" --replace; done
 rm -rf "$VAR/ingest"
+# The statistics tables on disk belong to the changelog topics deleted above.
+rm -rf "$VAR/data/stats"
 "$HIP" stack topics
 say "demo data reset; run 'make demo'"

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -270,3 +271,4 @@ def test_incremental_equals_recompute_across_sigkill(tmp_path: Path) -> None:
             except subprocess.TimeoutExpired:
                 worker.kill()
         conn.close()
+        shutil.rmtree(settings.var / "data" / "stats" / app_id, ignore_errors=True)  # its RocksDB tables
