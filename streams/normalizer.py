@@ -35,6 +35,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from hip import metrics
 from hip.errors import TransientError
+from hip.settings import load_settings
 from streams import faust_fixes
 from streams.core.mapping import MappingSet
 from streams.normalizer_stage import (
@@ -101,6 +102,9 @@ def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappi
         web_enabled=False,
         topic_disable_leader=True,
         store="memory://",
+        # Faust makes a data directory even with no tables; by default "<group>-data" in the
+        # working directory, which for the tests is the repository.
+        datadir=str(load_settings().var / "data" / "normalizer" / cfg.group),
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=cfg.commit_interval_s,
