@@ -91,6 +91,7 @@ APP_ID = os.environ.get("HIP_STATS_APP_ID", "hip-stats")
 # 352 MiB after 117,000 standard records). Small write buffers and caches keep the process bounded:
 # 2 tables × HIP_STD_PARTITIONS databases, each at most 2 × 2 MiB of memtables and a 4 MiB cache.
 DATADIR = SETTINGS.var / "data" / "stats" / APP_ID
+DATADIR.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
 TABLE_OPTIONS = {"driver": "rocksdict", "write_buffer_size": 2 << 20, "max_write_buffer_number": 2,
                  "block_cache_size": 4 << 20}
 
