@@ -187,6 +187,7 @@ def normalize(raw_key: bytes | None, raw_value: bytes | None, topic: str, partit
     ingest_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     checker = check or _default_check()
     out: list[Output] = []
+    unresolved = 0  # key-only deletes whose mapping cannot be told: the row was never seen
     for m in route.mappings:
         filter_unknown = key_only and not m.where_columns <= set(route.table.key)
         if not filter_unknown and not m.where(row):
@@ -196,7 +197,8 @@ def normalize(raw_key: bytes | None, raw_value: bytes | None, topic: str, partit
             out.append(dead("missing_key", f"source key {list(m.key_columns)} incomplete: {source_key}", m.id, m.dataset))
             continue
         if key_only and m.remembers_key and filter_unknown and _memory_key(ev, m, source_key) not in lookups:
-            continue  # the row never passed this mapping's filter (e.g. an exam row for the lab dataset)
+            unresolved += 1  # this mapping's filter never passed the row (an exam row for the lab
+            continue         # dataset), or the row predates what this process remembers
         try:
             rec = _build(m, ev, row, unavailable, key_only, lookups, ingest_ms, source_key)
         except RecordError as exc:
@@ -215,6 +217,14 @@ def normalize(raw_key: bytes | None, raw_value: bytes | None, topic: str, partit
             out.append(dead("conformance", detail, m.id, m.dataset))
             continue
         out.append(rec)
+    if unresolved and not out and unresolved == sum(1 for m in route.mappings if m.remembers_key):
+        # No mapping knows the row: dropping the delete would leave the record live in the warehouse.
+        pk = {c: raw.get(c) for c in route.table.key}
+        out.append(dead("unknown_business_key",
+                        f"a delete of {ev.table} carrying only its primary key {pk}, for a row whose business "
+                        "key this normalizer does not know (not seen since its state was built); REPLICA "
+                        "IDENTITY FULL on the table makes deletes carry every column, and 'hip sink "
+                        "renormalize' of the hospital rebuilds the keys from the row's history"))
     return out
 
 

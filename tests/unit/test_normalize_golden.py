@@ -187,3 +187,13 @@ def test_clean_hospital_days_never_dead_letter(vendor: str) -> None:
                 datasets.add(o.dataset)
     assert dead == []
     assert {"operation_record", "inpatient_visit", "medical_fee", "lab_report"} <= datasets
+
+
+def test_a_key_only_delete_of_a_row_never_seen_is_a_dead_letter_not_dropped() -> None:
+    """After a restart the remembered business keys are gone: the delete must stay visible."""
+    events = json.loads((GOLDEN / "vendor_b" / "events.json").read_text(encoding="utf-8"))
+    e = next(e for e in events if e["note"].startswith("key-only delete of a lab result row"))
+    outs = normalize(e["key"].encode(), e["value"].encode(), e["topic"], 0, 1, load_mappings(), {}, check=check,
+                     now_ms=NOW_MS)
+    assert len(outs) == 1 and isinstance(outs[0], DeadLetter)
+    assert outs[0].reason == "unknown_business_key" and "result_id" in outs[0].message
