@@ -41,12 +41,10 @@ def unavailable_header(fields: Sequence[str]) -> list[tuple[str, bytes]] | None:
 
 
 def unavailable_fields(headers: Any) -> tuple[str, ...]:
-    """The field names a standard record's Kafka headers (list of pairs or dict) mark as unavailable."""
-    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
-    for name, value in pairs:
+    """The field names a standard record's Kafka headers (pairs of name and bytes) mark as unavailable."""
+    for name, value in headers or ():
         if name == UNAVAILABLE_HEADER and value:
-            text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
-            return tuple(f for f in text.split(",") if f)
+            return tuple(f for f in value.decode("utf-8").split(",") if f)
     return ()
 
 

@@ -47,6 +47,13 @@ class Settings:
     # worker need their source topics partitioned alike.
     std_partitions: int = 6
 
+    def faust_datadir(self, worker: str, app_id: str) -> Path:
+        """A Faust app's data directory under ``var/``, made with its parents (Faust makes only the
+        last level, and by default puts ``<app id>-data`` in the working directory)."""
+        path = self.var / "data" / worker / app_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"

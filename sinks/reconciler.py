@@ -27,8 +27,8 @@ from hip.errors import ConfigError, RecordError
 from hip.records import unavailable_fields
 from streams.core.mapping import MappingSet
 
-from sinks.core.batch import Change, fold
-from sinks.core.reconcile import Difference, KeyChecksums, compare, compared_fields, key_checksums
+from sinks.core.batch import Change
+from sinks.core.reconcile import Difference, KeyChecksums, compare, compared_fields, key_checksums, live_rows
 from sinks.core.table import DELETED, TableLike
 from sinks.replay import org_key_prefix, plan_replay
 from sinks.warehouse import Warehouse
@@ -74,9 +74,7 @@ def topic_records(bootstrap_servers: str, topic: str, org: str, decoder: Decoder
                 changes.append(Change(record, keep=unavailable_fields(msg.headers())))
     finally:
         consumer.close()
-    # The sink's own fold: newest version per key, fields the source did not send taken from the
-    # version before (the warehouse keeps them the same way).
-    return [c.record for c in fold(changes, key).winners if c.record.get("op") != "d"]
+    return live_rows(changes, key)  # fields the source did not send come from the version before
 
 
 @dataclass

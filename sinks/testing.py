@@ -140,3 +140,18 @@ def run_demo_sink(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     run_demo_sink(sys.argv[1:])
+
+
+class FakeMessage:
+    """What ``BatchWriter.write`` reads of a consumed message, for tests that drive it directly."""
+
+    def __init__(self, topic: str, offset: int, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
+        self._t, self._o, self._k, self._v, self._h = topic, offset, key, value, headers
+
+    def topic(self) -> str: return self._t
+    def partition(self) -> int: return 0
+    def offset(self) -> int: return self._o
+    def key(self) -> bytes | None: return self._k
+    def value(self) -> bytes | None: return self._v
+    def headers(self) -> list[tuple[str, bytes]] | None: return self._h

@@ -226,12 +226,15 @@ class Warehouse:
     def _keep_stored(cur: Any, prepared: _Prepared, lines: list[tuple[Change, str]]) -> None:
         """Staged rows whose source did not send a field take the stored value of that field."""
         keys: dict[str, list[tuple[Any, ...]]] = {}
-        written = set(prepared.sql.columns) - set(prepared.table.primary_key)
         for change, _ in lines:
             for name in change.keep:
-                if name in written:
-                    keys.setdefault(name, []).append(change.pk)
+                keys.setdefault(name, []).append(change.pk)
+        if not keys:
+            return
+        written = set(prepared.sql.columns) - set(prepared.table.primary_key)
         for name, pks in keys.items():
+            if name not in written:
+                continue
             cur.execute(keep_stored_sql(prepared.table, name, len(pks)), [v for pk in pks for v in pk])
 
     # -- reading ----------------------------------------------------------------------------

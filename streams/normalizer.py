@@ -94,8 +94,6 @@ def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappi
               topics: list[str], *, discover: bool = True) -> tuple[faust.App, WorkerState]:
     """A Faust app consuming ``topics`` (and later raw topics) into ``processor``."""
     faust_fixes.install()  # before the app makes its producer and consumer: see streams/faust_fixes.py
-    datadir = load_settings().var / "data" / "normalizer" / cfg.group
-    datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
         cfg.group,
         broker=f"kafka://{bootstrap}",
@@ -104,9 +102,7 @@ def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappi
         web_enabled=False,
         topic_disable_leader=True,
         store="memory://",
-        # Faust makes a data directory even with no tables; by default "<group>-data" in the
-        # working directory, which for the tests is the repository.
-        datadir=str(datadir),
+        datadir=str(load_settings().faust_datadir("normalizer", cfg.group)),  # made even with no tables
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=cfg.commit_interval_s,

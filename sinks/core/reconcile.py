@@ -19,10 +19,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from sinks.core.copy import to_json
 from sinks.core.table import TableLike, mapped_columns
+
+if TYPE_CHECKING:
+    from sinks.core.batch import Change
 
 # Header fields a mapping determines from the source row, so both sides must agree on them.
 PROVENANCE = ("source_system", "source_table", "source_key", "mapping_id")
@@ -154,15 +157,15 @@ def compare(org: str, dataset: str, source: Mapping[tuple[str, ...], str],
     return diff
 
 
-def last_wins(records: Iterable[Mapping[str, Any]], key: Sequence[str]) -> list[Mapping[str, Any]]:
-    """The expected live rows of a stream of records: newest version per key, deletes removed."""
-    from sinks.core.batch import version  # local: keeps this module light for the source side
+def live_rows(changes: Iterable[Change], key: Sequence[str]) -> list[Mapping[str, Any]]:
+    """The expected live rows of a stream of changes: the sink's own fold, deletes removed."""
+    from sinks.core.batch import fold  # local: keeps this module light for the source side
 
-    best: dict[tuple[Any, ...], tuple[Any, Mapping[str, Any]]] = {}
-    for record in records:
-        k = tuple(record.get(c) for c in key)
-        v = version(record)
-        held = best.get(k)
-        if held is None or held[0] <= v:
-            best[k] = (v, record)
-    return [r for _, r in best.values() if r.get("op") != "d"]
+    return [c.record for c in fold(changes, key).winners if c.record.get("op") != "d"]
+
+
+def last_wins(records: Iterable[Mapping[str, Any]], key: Sequence[str]) -> list[Mapping[str, Any]]:
+    """:func:`live_rows` of plain records (no fields marked as not sent)."""
+    from sinks.core.batch import Change
+
+    return live_rows((Change(r) for r in records), key)

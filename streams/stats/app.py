@@ -90,8 +90,8 @@ APP_ID = os.environ.get("HIP_STATS_APP_ID", "hip-stats")
 # The tables live in RocksDB under var/ (Faust's memory store grew with every record remembered:
 # 352 MiB after 117,000 standard records). Small write buffers and caches keep the process bounded:
 # 2 tables × HIP_STD_PARTITIONS databases, each at most 2 × 2 MiB of memtables and a 4 MiB cache.
-DATADIR = SETTINGS.var / "data" / "stats" / APP_ID
-DATADIR.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
+DATADIR = SETTINGS.faust_datadir("stats", APP_ID)
+# Copied per table: Faust pops keys from the options it is given.
 TABLE_OPTIONS = {"driver": "rocksdict", "write_buffer_size": 2 << 20, "max_write_buffer_number": 2,
                  "block_cache_size": 4 << 20}
 

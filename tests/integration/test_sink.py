@@ -23,7 +23,8 @@ from hip.errors import FatalError
 from hip.settings import ROOT, load_settings
 from sinks.core.batch import version
 from sinks.replay import make_producer, replay
-from sinks.testing import DemoCodec, demo_ddl, demo_table, kafka_key, make_record, unique_name, workload
+from sinks.testing import (DemoCodec, FakeMessage, demo_ddl, demo_table, kafka_key, make_record, unique_name,
+                           workload)
 from sinks.warehouse import Warehouse
 from sinks.worker import BatchWriter, SinkConfig, SinkWorker
 
@@ -160,20 +161,9 @@ def worker_for(demo: Demo, group: str | None = None, batch_max: int = 200,
         lambda _: demo.table, producer, demo.dlq))
 
 
-class FakeMessage:
-    """What ``BatchWriter.write`` reads of a consumed message, for tests that drive it directly."""
-
-    def __init__(self, demo: Demo, offset: int, record: dict[str, Any],
-                 headers: list[tuple[str, bytes]] | None = None) -> None:
-        self._t, self._o, self._h = demo.topic, offset, headers
-        self._v, self._k = demo.codec.encode(demo.dataset, record), kafka_key(record)
-
-    def topic(self) -> str: return self._t
-    def partition(self) -> int: return 0
-    def offset(self) -> int: return self._o
-    def key(self) -> bytes: return self._k
-    def value(self) -> bytes: return self._v
-    def headers(self) -> list[tuple[str, bytes]] | None: return self._h
+def message(demo: Demo, offset: int, record: dict[str, Any],
+            headers: list[tuple[str, bytes]] | None = None) -> FakeMessage:
+    return FakeMessage(demo.topic, offset, kafka_key(record), demo.codec.encode(demo.dataset, record), headers)
 
 
 # -- tests -------------------------------------------------------------------------------------
@@ -207,10 +197,7 @@ def test_redelivered_and_out_of_order_batches_converge_with_delete_flags(demo: D
     records = list(workload(ORG, keys=200, changes=2000, seed=5, delete_every=5))
     writer = demo.writer()
 
-    def Msg(offset: int, record: dict[str, Any]) -> FakeMessage:
-        return FakeMessage(demo, offset, record)
-
-    msgs = [Msg(i, r) for i, r in enumerate(records)]
+    msgs = [message(demo, i, r) for i, r in enumerate(records)]
     chunks = [msgs[i:i + 137] for i in range(0, len(msgs), 137)]
     for chunk in reversed(chunks):  # newest batches first: every older one must be ignored
         writer.write(chunk)
@@ -226,12 +213,12 @@ def test_redelivered_and_out_of_order_batches_converge_with_delete_flags(demo: D
     key = next(k for k, (_, deleted, _) in want.items() if not deleted)
     seq = 10_000
     visit = int(key[1][1:])
-    writer.write([Msg(90_000, make_record(ORG, visit, seq, op="d", fee=Decimal("0.01")))])
+    writer.write([message(demo, 90_000, make_record(ORG, visit, seq, op="d", fee=Decimal("0.01")))])
     with psycopg2.connect(SETTINGS.warehouse_dsn) as conn, conn.cursor() as cur:
         cur.execute(f'SELECT deleted, fee FROM "{demo.schema}"."{demo.dataset}" WHERE visit_no = %s', (key[1],))
         assert cur.fetchone() == (True, want[key][2][2])
     conn.close()
-    writer.write([Msg(90_001, make_record(ORG, visit, seq + 1, op="c", fee=Decimal("7.00")))])
+    writer.write([message(demo, 90_001, make_record(ORG, visit, seq + 1, op="c", fee=Decimal("7.00")))])
     assert demo.state()[key][1:] == (False, demo.state()[key][2]) and demo.state()[key][2][2] == Decimal("7.00")
     writer.warehouse.close()
 
@@ -366,15 +353,15 @@ def test_fields_the_source_did_not_send_keep_their_stored_value(demo: Demo) -> N
         r["dept_name"] = dept
         return r
 
-    writer.write([FakeMessage(demo, 0, version_of(1, 1, "内科", "5.00"))])
-    writer.write([FakeMessage(demo, 1, version_of(1, 2, None, "6.00"), unsent),              # stored, then unsent
-                  FakeMessage(demo, 2, version_of(2, 3, "外科", "1.00")),                      # same batch
-                  FakeMessage(demo, 3, version_of(2, 4, None, "2.00"), unsent),
-                  FakeMessage(demo, 4, version_of(3, 5, None, "3.00"), unsent)])              # never stored
+    writer.write([message(demo, 0, version_of(1, 1, "内科", "5.00"))])
+    writer.write([message(demo, 1, version_of(1, 2, None, "6.00"), unsent),              # stored, then unsent
+                  message(demo, 2, version_of(2, 3, "外科", "1.00")),                      # same batch
+                  message(demo, 3, version_of(2, 4, None, "2.00"), unsent),
+                  message(demo, 4, version_of(3, 5, None, "3.00"), unsent)])              # never stored
     state = demo.state()
     assert state[(ORG, "V000000001")][2][1:3] == ("内科", Decimal("6.00"))
     assert state[(ORG, "V000000002")][2][1:3] == ("外科", Decimal("2.00"))
     assert state[(ORG, "V000000003")][2][1] is None
-    writer.write([FakeMessage(demo, 5, version_of(1, 6, None, "7.00"))])
+    writer.write([message(demo, 5, version_of(1, 6, None, "7.00"))])
     assert demo.state()[(ORG, "V000000001")][2][1:3] == (None, Decimal("7.00"))
     writer.warehouse.close()

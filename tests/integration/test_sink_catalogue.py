@@ -20,7 +20,7 @@ from hip.records import record_key
 from hip.settings import load_settings
 from sinks.ddl import create_table_sql, table_for
 from sinks.replay import make_producer
-from sinks.testing import unique_name
+from sinks.testing import FakeMessage, unique_name
 from sinks.warehouse import Warehouse
 from sinks.worker import BatchWriter
 
@@ -64,18 +64,6 @@ def sample(avro: Any, n: int) -> Any:
     return sample(kind, n)
 
 
-class Msg:
-    def __init__(self, topic: str, offset: int, key: bytes, value: bytes) -> None:
-        self._t, self._o, self._k, self._v = topic, offset, key, value
-
-    def topic(self) -> str: return self._t
-    def partition(self) -> int: return 0
-    def offset(self) -> int: return self._o
-    def key(self) -> bytes: return self._k
-    def value(self) -> bytes: return self._v
-    def headers(self) -> None: return None
-
-
 class SchemaCodec:
     """Schemaless Avro with the catalogue's parsed schemas (the registry framing is the codec's job)."""
 
@@ -115,7 +103,7 @@ def test_every_catalogue_dataset_lands_updates_and_deletes() -> None:
                     record[k] = sample(ds.field(k)["type"], key_n)
                 record.update(org_code=org, op=op, source_position=f"pl:{seq:020d}:{0:010d}",
                               mapping_id=None)
-                msgs.append(Msg(ds.topic, offset, record_key(org, [record[k] for k in ds.business_key]),
+                msgs.append(FakeMessage(ds.topic, offset, record_key(org, [record[k] for k in ds.business_key]),
                                 codec.encode(record)))
             outcome = writer.write(msgs)
             assert outcome.dead_letters == 0, ds.name

@@ -271,4 +271,4 @@ def test_incremental_equals_recompute_across_sigkill(tmp_path: Path) -> None:
             except subprocess.TimeoutExpired:
                 worker.kill()
         conn.close()
-        shutil.rmtree(settings.var / "data" / "stats" / app_id, ignore_errors=True)  # its RocksDB tables
+        shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)  # its RocksDB tables
