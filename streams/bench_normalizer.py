@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import struct
-import threading
 import time
 import uuid
 from typing import Any
@@ -131,19 +130,18 @@ def bench_faust(events: list[Any], mappings: Any, cfg: NormalizerConfig) -> floa
     app, state = build_app(cfg, bootstrap, processor, mappings, topics, discover=False)
     timing: dict[str, float] = {}
 
-    def watch() -> None:
-        while True:
-            time.sleep(0.05)
-            if state.events and "first" not in timing:
-                timing["first"] = time.perf_counter()
-            if state.events >= len(events) or state.fatal is not None:
-                timing["last"] = time.perf_counter()
-                asyncio.run_coroutine_threadsafe(app.stop(), app.loop)
-                return
+    # A timer on the app's own loop, not a thread: from another thread ``app.loop`` may be a
+    # different loop (or raise), and the stop request is then lost with the worker left idle.
+    @app.timer(0.05)
+    async def watch() -> None:
+        if state.events and "first" not in timing:
+            timing["first"] = time.perf_counter()
+        if "last" not in timing and (state.events >= len(events) or state.fatal is not None):
+            timing["last"] = time.perf_counter()
+            state.stop()
 
-    threading.Thread(target=watch, daemon=True).start()
     try:
-        run_worker(app, state, "warning")
+        run_worker(app, state, os.environ.get("HIP_BENCH_LOGLEVEL", "warning"))
     finally:
         _drop(bootstrap, topics)
     if state.fatal is not None:

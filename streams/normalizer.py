@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -55,6 +57,15 @@ class WorkerState:
     batches: int = 0
     events: int = 0
     subscribed_at: dict[str, float] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        """Stop the worker as ``kill`` would: its SIGTERM handler runs the whole shutdown.
+
+        ``app.stop()`` leaves the faust Worker alive and idle, and ``Worker.stop()`` from a task
+        races the worker's own loop shutdown (the loop closes under the consumer thread, and the
+        process never exits); the signal path is the one the worker orders correctly.
+        """
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class BatchProducer:
@@ -116,6 +127,9 @@ def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappi
         # timeout the group waits a minute for the old member first.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
+        # A failed batch is left unacked on purpose; waiting for it to be acked would hold the
+        # shutdown forever. Its events are delivered again after the restart.
+        stream_wait_empty=False,
     )
     state = WorkerState(topics=list(topics))
     now = time.time()
@@ -140,7 +154,7 @@ def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappi
                 state.fatal = exc
                 metrics.ERRORS.labels(stage="normalizer", kind="fatal").inc()
                 log.exception("batch of %d events failed; stopping without acking them", len(events))
-                asyncio.ensure_future(app.stop())
+                state.stop()
                 return
             for e in events:
                 await stream.ack(e)
@@ -173,7 +187,7 @@ def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappi
             await app.consumer.commit()
             if state.on_restart is not None:
                 state.on_restart()
-            asyncio.ensure_future(app.stop())
+            state.stop()
 
     return app, state
 

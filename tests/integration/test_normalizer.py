@@ -43,3 +43,43 @@ def test_bad_mapping_is_refused_before_anything_runs(tmp_path: Path) -> None:
     assert f"{bad / 'vendor_b.yaml'}:{line}" in r.stderr, r.stderr
     assert "nmae" in r.stderr
     assert time.monotonic() - started < 60
+
+
+FAILING_WORKER = """
+import sys, uuid
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from hip.settings import load_settings
+from streams.core.mapping import load_mappings
+from streams.normalizer import build_app, run_worker
+from streams.normalizer_stage import NormalizerConfig
+
+class Failing:
+    def process(self, batch):
+        raise RuntimeError("broken processor")
+
+bootstrap = load_settings().bootstrap_servers
+tag = uuid.uuid4().hex[:8]
+topic = f"it-fatal-{tag}"
+admin = AdminClient({"bootstrap.servers": bootstrap})
+for fut in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+    fut.result()
+producer = Producer({"bootstrap.servers": bootstrap})
+producer.produce(topic, key=b"k", value=b"{}")
+producer.flush(30)
+app, state = build_app(NormalizerConfig(group=f"it-fatal-{tag}"), bootstrap, Failing(), load_mappings(),
+                       [topic], discover=False)
+code = run_worker(app, state, "warning")
+admin.delete_topics([topic])[topic].result()
+print("exit", code, type(state.fatal).__name__)
+sys.exit(code)
+"""
+
+
+def test_a_failed_batch_stops_the_worker_process() -> None:
+    """A fatal batch failure must end the process (for the supervisor to see), not leave it idle."""
+    r = subprocess.run([sys.executable, "-c", FAILING_WORKER], capture_output=True, text=True, cwd=ROOT,
+                       timeout=180)
+    assert r.returncode == 1, r.stdout + r.stderr[-2000:]
+    assert "exit 1 RuntimeError" in r.stdout
+    assert "broken processor" in r.stderr
