@@ -1,0 +1,142 @@
+"""hip.avro_encoder writes the bytes fastavro writes, for every dataset, or declines."""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import random
+from decimal import Decimal
+from typing import Any
+
+import fastavro
+import pytest
+
+from hip.avro_encoder import Fallback, compile_encoder
+from hip.catalogue import load_catalogue
+from hip.errors import RecordError
+from streams.normalizer_stage import FramedEncoder
+
+CATALOGUE = load_catalogue()
+DATASETS = [d.name for d in CATALOGUE]
+TEXTS = ["", "a", "张三", "北京市朝阳区" * 12, "x" * 63, "y" * 64, "z" * 300, "I型", "\u0000", "é"]
+
+
+def fastavro_bytes(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(json.loads(json.dumps(schema))), record)
+    return buf.getvalue()
+
+
+def value_of(t: Any, rnd: random.Random, named: dict[str, Any]) -> Any:
+    """A random value of Avro type ``t`` (in the Python forms the normalizer produces)."""
+    if isinstance(t, list):
+        return None if rnd.random() < 0.3 else value_of(t[1], rnd, named)
+    if isinstance(t, str):
+        if t in named:
+            return value_of(named[t], rnd, named)
+        return {
+            "string": lambda: rnd.choice(TEXTS),
+            "int": lambda: rnd.choice([0, 1, -1, 63, 64, -64, -65, 2**31 - 1, -2**31, rnd.randint(-10**6, 10**6)]),
+            "long": lambda: rnd.choice([0, 2**63 - 1, -2**63, rnd.randint(-10**15, 10**15)]),
+            "boolean": lambda: rnd.random() < 0.5,
+            "double": lambda: rnd.choice([0.0, -1.5, 1e300, rnd.random()]),
+        }[t]()
+    logical, base = t.get("logicalType"), t["type"]
+    if logical == "decimal":
+        scale, precision = t.get("scale", 0), t["precision"]
+        digits = rnd.randint(1, precision)
+        unscaled = rnd.randint(-(10**digits - 1), 10**digits - 1)
+        return Decimal(unscaled).scaleb(-rnd.randint(0, min(scale, digits)))
+    if logical == "date":
+        return rnd.choice([dt.date(1970, 1, 1), dt.date(1900, 3, 1), dt.date(2026, 11, 26), 20000])
+    if logical == "timestamp-millis":
+        return rnd.choice([0, -1, 1795665600000, rnd.randint(-10**12, 10**13)])
+    if base == "enum":
+        return rnd.choice(t["symbols"])
+    if base == "array":
+        return [value_of(t["items"], rnd, named) for _ in range(rnd.choice([0, 1, 3]))]
+    if base == "record":
+        named[t["name"]] = t
+        return {f["name"]: value_of(f["type"], rnd, named) for f in t["fields"]}
+    return value_of(base, rnd, named)
+
+
+def named_types(t: Any, named: dict[str, Any]) -> dict[str, Any]:
+    """Every named record of ``t`` by name (a later field may refer to one by name alone)."""
+    if isinstance(t, list):
+        for x in t:
+            named_types(x, named)
+    elif isinstance(t, dict):
+        if t.get("type") == "record":
+            named[t["name"]] = t
+            for f in t["fields"]:
+                named_types(f["type"], named)
+        elif t.get("type") == "array":
+            named_types(t["items"], named)
+    return named
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_dataset_compiles_and_writes_fastavros_bytes(dataset: str) -> None:
+    schema = CATALOGUE[dataset].schema
+    encode = compile_encoder(schema)
+    assert encode is not None
+    rnd = random.Random(dataset)
+    for _ in range(60):
+        record = value_of(schema, rnd, named_types(schema, {}))
+        assert encode(record) == fastavro_bytes(schema, record), record
+
+
+SCHEMA = {"type": "record", "name": "T", "fields": [
+    {"name": "s", "type": "string"},
+    {"name": "n", "type": ["null", "int"], "default": None},
+    {"name": "amount", "type": ["null", {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 2}],
+     "default": None},
+    {"name": "day", "type": ["null", {"type": "int", "logicalType": "date"}], "default": None},
+]}
+
+
+@pytest.mark.parametrize("record", [
+    {"n": 1},                                  # required field missing
+    {"s": 5},                                  # an int for a string
+    {"s": "a", "n": "1"},                      # a string for an int
+    {"s": "a", "n": 2**31},                    # out of the int range
+    {"s": "a", "n": True},                     # a bool is not this encoder's int
+    {"s": "a", "amount": Decimal("1.234")},    # more decimals than the scale
+    {"s": "a", "amount": Decimal("123.45")},   # more digits than the precision
+    {"s": "a", "amount": 1.5},                 # a float for a decimal
+    {"s": "a", "amount": Decimal("NaN")},
+    {"s": "a", "day": dt.datetime(2026, 1, 1)},  # a datetime is not a date here
+    [1, 2],
+])
+def test_values_it_does_not_write_are_left_to_fastavro(record: Any) -> None:
+    with pytest.raises(Fallback):
+        compile_encoder(SCHEMA)(record)  # type: ignore[misc]
+
+
+class _Codec:
+    def __init__(self) -> None:
+        self.catalogue = {"t": type("D", (), {"schema": SCHEMA})()}
+
+    def register(self, dataset: str) -> int:
+        return 7
+
+
+def test_framed_encoder_falls_back_to_fastavro_for_its_result_and_its_errors() -> None:
+    enc = FramedEncoder(_Codec())
+    header = b"\x00\x00\x00\x00\x07"
+    assert enc.encode("t", {"s": "a", "amount": Decimal("1.5")}) == header + fastavro_bytes(
+        SCHEMA, {"s": "a", "amount": Decimal("1.5")})
+    # fastavro writes what the compiled encoder declines when it can (a datetime as a date) ...
+    assert enc.encode("t", {"s": "a", "day": dt.datetime(2026, 1, 2)}) == header + fastavro_bytes(
+        SCHEMA, {"s": "a", "day": dt.datetime(2026, 1, 2)})
+    # ... and its error is the record's dead-letter reason when it cannot.
+    with pytest.raises(RecordError) as err:
+        enc.encode("t", {"s": "a", "amount": Decimal("1.234")})
+    assert err.value.reason == "avro_encode" and "t: record does not fit its schema" in str(err.value)
+
+
+def test_schemas_with_types_it_does_not_know_are_not_compiled() -> None:
+    assert compile_encoder({"type": "record", "name": "M", "fields": [{"name": "m", "type": {"type": "map", "values": "string"}}]}) is None
+    assert compile_encoder({"type": "record", "name": "U", "fields": [{"name": "u", "type": ["string", "int"]}]}) is None
+    assert compile_encoder({"type": "record", "name": "D", "fields": [{"name": "d", "type": "string", "default": "x"}]}) is None
