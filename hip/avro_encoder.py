@@ -76,7 +76,7 @@ def _decimal(precision: int, scale: int) -> Callable[[Any], bytes]:
         unscaled = 0
         for d in digits:
             unscaled = unscaled * 10 + d
-        unscaled *= 10 ** (scale + exp)
+        unscaled *= int(10 ** (scale + exp))
         if sign:
             unscaled = -unscaled
         b = unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
