@@ -10,10 +10,11 @@ applies them per event, as Faust requires).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, MutableMapping, Sequence
+
+import orjson
 
 from hip.errors import RecordError
 from hip.records import record_key
@@ -115,7 +116,7 @@ def _build(m: CompiledMapping, ev: envelope.ChangeEvent, row: dict[str, Any], un
            key_only: bool, lookups: MutableMapping[str, Any], ingest_ms: int, source_key: list[Any]) -> StandardRecord:
     record: dict[str, Any] = {
         "org_code": ev.org, "source_system": ev.system, "source_table": ev.table,
-        "source_key": json.dumps([str(v) for v in source_key], ensure_ascii=False, separators=(",", ":")),
+        "source_key": orjson.dumps([str(v) for v in source_key]).decode(),  # as json.dumps, compact, UTF-8
         "op": ev.op, "source_position": ev.position, "source_ts": ev.source_ts_ms, "ingest_ts": ingest_ms,
         "mapping_id": m.id,
     }
