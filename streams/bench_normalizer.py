@@ -24,11 +24,12 @@ import uuid
 from typing import Any
 
 from hip.settings import load_settings
+from hip.codec import FramedEncoder
 from streams.core.mapping import load_mappings
 from streams.core.normalize import StandardRecord, normalize
 from streams.normalizer_events import workload_events
 from streams.normalizer_stage import (
-    FramedEncoder, NormalizerConfig, Processor, ensure_topics, mapped_datasets, unescape_topic)
+    NormalizerConfig, Processor, ensure_topics, mapped_datasets, unescape_topic)
 
 VENDORS = {"a": "vendor_a", "b": "vendor_b"}
 

@@ -38,7 +38,7 @@ def _load(mappings_dir: Path) -> MappingSet:
 def _codec(registry_url: str, datasets: list[str]) -> Any:
     from hip.codec import Codec
 
-    from streams.normalizer_stage import FramedEncoder
+    from hip.codec import FramedEncoder
 
     encoder = FramedEncoder(Codec(registry_url))
     for ds in datasets:  # registered up front: no HTTP call on the hot path

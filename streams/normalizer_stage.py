@@ -27,21 +27,17 @@ most records carry several recommended-field findings.)
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import logging
 import re
-import struct
 import time
 import traceback
 from collections import Counter as Tally
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Iterable, MutableMapping, Protocol, Sequence
 
-import fastavro
 
 from hip import metrics
-from hip.avro_encoder import Fallback, compile_encoder
 from hip.errors import RecordError
 from hip.records import record_key, std_topic, unavailable_header
 from streams.core import envelope
@@ -66,49 +62,6 @@ class Encoder(Protocol):
     """What the stage needs of :class:`hip.codec.Codec`."""
 
     def encode(self, dataset: str, record: dict[str, Any]) -> bytes: ...
-
-
-class FramedEncoder:
-    """The registry wire format of :class:`hip.codec.Codec`, with schemas compiled once.
-
-    Needs of the codec only ``register`` and ``catalogue`` (the benchmarks and tests pass a local
-    stand-in with no registry); the ids come from the codec, so the bytes equal ``Codec.encode``'s.
-    Records are written by :mod:`hip.avro_encoder` (2.6× faster on the standard records), and by
-    fastavro whenever that one declines a value, so errors stay fastavro's.
-    """
-
-    def __init__(self, codec: Any) -> None:
-        self.codec = codec
-        self._plans: dict[str, tuple[bytes, Any, Any]] = {}
-
-    def encode(self, dataset: str, record: dict[str, Any]) -> bytes:
-        plan = self._plans.get(dataset)
-        if plan is None:
-            plan = self._plan(dataset)
-        if plan[2] is not None:
-            try:
-                return plan[0] + plan[2](record)
-            except Fallback:
-                pass
-        buf = io.BytesIO()
-        buf.write(plan[0])
-        try:
-            fastavro.schemaless_writer(buf, plan[1], record)
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise RecordError("avro_encode", f"{dataset}: record does not fit its schema: {exc}") from exc
-        return buf.getvalue()
-
-    def encode_plan(self, dataset: str) -> None:
-        """Register the dataset's schema now rather than on its first record."""
-        if dataset not in self._plans:
-            self._plan(dataset)
-
-    def _plan(self, dataset: str) -> tuple[bytes, Any, Any]:
-        schema_id = self.codec.register(dataset)
-        schema = json.loads(json.dumps(self.codec.catalogue[dataset].schema))
-        plan = (struct.pack(">bI", 0, schema_id), fastavro.parse_schema(schema), compile_encoder(schema))
-        self._plans[dataset] = plan
-        return plan
 
 
 @dataclass(frozen=True)

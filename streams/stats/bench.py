@@ -19,20 +19,16 @@ pipeline would lose if one process did both. Each mode runs ``--repeat`` times; 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
-import struct
 import time
 from typing import Any, Callable
 
-import fastavro
-
 from hip.catalogue import Catalogue, load_catalogue
+from hip.codec import FramedEncoder
 from streams.stats import core
 from streams.stats.decode import StatsDecoder
 
-_HEADER = struct.Struct(">bI")
 FLUSH_EVENTS = 2000
 
 
@@ -47,12 +43,14 @@ class LocalCodec:
             self._ids[ds.name] = i
             self._writers[i] = (ds.name, ds.parsed)
 
+        self._framed = FramedEncoder(self)
+
+    def register(self, dataset: str) -> int:
+        return self._ids[dataset]
+
     def encode(self, dataset: str, record: dict[str, Any]) -> bytes:
-        schema_id = self._ids[dataset]
-        buf = io.BytesIO()
-        buf.write(_HEADER.pack(0, schema_id))
-        fastavro.schemaless_writer(buf, self._writers[schema_id][1], record)
-        return buf.getvalue()
+        """The normalizer's encoding (``FramedEncoder``), with this codec's fixed ids."""
+        return self._framed.encode(dataset, record)
 
     def _load_writer(self, schema_id: int) -> tuple[str, Any]:
         return self._writers[schema_id]

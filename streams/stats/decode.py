@@ -5,7 +5,7 @@
 Both cost more than the statistics themselves. The statistics read dates and timestamps as epoch
 numbers anyway (``hip.conformance.to_days`` / ``to_ms`` accept both), so this decoder reads the body
 with the date and time logical types removed from the schema (the binary layout is the same: ints and
-longs), keeps decimals, and parses each schema once.
+longs), keeps decimals, and compiles each schema's reader once (:mod:`hip.avro_compiled`).
 
 A record written with an older schema version than the catalogue's goes through schema resolution
 (fastavro's ``schemaless_reader`` with a reader schema): correct, slower, and rare.
@@ -19,6 +19,7 @@ from typing import Any, Callable
 import fastavro
 import fastavro.schema
 
+from hip.avro_compiled import compile_decoder
 from hip.codec import MAGIC, Codec, parsed_once_reader
 from hip.errors import RecordError
 
@@ -74,7 +75,7 @@ class StatsDecoder:
         if not same:
             writer_raw = self.codec.registry.schema_by_id(schema_id)
             same = _canonical(writer_raw) == _canonical(current.schema)
-        fast = parsed_once_reader(reader_plain) if same else None
+        fast = (compile_decoder(current.schema, plain_times=True) or parsed_once_reader(reader_plain)) if same else None
         if fast is not None:
             read = fast
         else:

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from hip.codec import FramedEncoder
 from streams.core.mapping import load_mappings
 from streams.normalizer_events import workload_events
 from streams.normalizer_stage import (
-    DLQ_TOPIC, FINDINGS_TOPIC, FramedEncoder, Processor, header_map, source_of_dead_letter, unescape_topic)
+    DLQ_TOPIC, FINDINGS_TOPIC, Processor, header_map, source_of_dead_letter, unescape_topic)
 
 
 class _Codec:
