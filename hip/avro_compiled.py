@@ -96,10 +96,19 @@ def _date(v: Any) -> bytes:
     raise Fallback
 
 
+_RECENT: dict[int, bytes] = {}  # timestamps repeat: a batch's ingest time, a transaction's commit time
+
+
 def _timestamp_millis(v: Any) -> bytes:
     if type(v) is not int:
         raise Fallback
-    return _long(v)
+    b = _RECENT.get(v)
+    if b is None:
+        b = _long(v)
+        if len(_RECENT) >= 4096:
+            _RECENT.clear()
+        _RECENT[v] = b
+    return b
 
 
 def _plain_int(v: Any) -> bytes:
