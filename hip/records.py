@@ -5,7 +5,7 @@ Topics: ``std.<dataset>``, ``stat.<dataset>``; raw change topics ``raw.<org>.<sy
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import orjson
 
@@ -39,6 +39,28 @@ UNAVAILABLE_HEADER = "hip.unavailable"
 def unavailable_header(fields: Sequence[str]) -> list[tuple[str, bytes]] | None:
     """The headers of a standard record carrying ``fields`` as unavailable (None when there are none)."""
     return [(UNAVAILABLE_HEADER, ",".join(fields).encode("utf-8"))] if fields else None
+
+
+# Kafka header of a standard record from the normalizer: its conformance findings as a JSON list of
+# [rule, severity] pairs ("[]" for none), computed once with the record's arrival as "now". The
+# statistics of dataset 60 read them instead of running the conformance rules a second time.
+FINDINGS_HEADER = "hip.findings"
+
+
+def findings_header(findings: Iterable[Any]) -> tuple[str, bytes]:
+    """The header carrying ``findings`` (objects or dicts with ``rule`` and ``severity``)."""
+    pairs = [[f["rule"], f["severity"]] if isinstance(f, dict) else [f.rule, f.severity] for f in findings]
+    return FINDINGS_HEADER, orjson.dumps(pairs)
+
+
+def header_findings(headers: Any) -> list[tuple[str, str]] | None:
+    """The [rule, severity] pairs of a findings header, or ``None`` when the record has none.
+
+    ``headers``: pairs of name and bytes (Kafka clients) or a mapping (Faust may give either)."""
+    for name, value in (headers.items() if isinstance(headers, Mapping) else headers or ()):
+        if name == FINDINGS_HEADER and value is not None:
+            return [(str(rule), str(severity)) for rule, severity in orjson.loads(value)]
+    return None
 
 
 def unavailable_fields(headers: Any) -> tuple[str, ...]:

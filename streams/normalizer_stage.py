@@ -39,7 +39,7 @@ from typing import Any, Callable, Collection, Iterable, MutableMapping, Protocol
 
 from hip import metrics
 from hip.errors import RecordError
-from hip.records import record_key, std_topic, unavailable_header
+from hip.records import findings_header, record_key, std_topic, unavailable_header
 from streams.core import envelope
 from streams.core.mapping import MappingSet
 from streams.core.normalize import DeadLetter, StandardRecord, normalize
@@ -182,12 +182,17 @@ class _CapturingCheck:
     statistics of dataset 60 still need those findings by rule, with the record's key and day.
     """
 
-    def __init__(self, check: Check) -> None:
+    def __init__(self, check: Check, timed: bool) -> None:
         self.check = check
+        self.timed = timed  # the check takes ``now``: the batch's arrival time, as the statistics use
+        self.now: int | None = None
         self.seen: list[tuple[str, dict[str, Any], list[Any]]] = []
 
     def __call__(self, dataset: str, record: dict[str, Any]) -> Sequence[Any]:
-        findings = list(self.check(dataset, record))
+        if self.timed and self.now is not None:
+            findings = list(self.check(dataset, record, now=self.now))  # type: ignore[call-arg]
+        else:
+            findings = list(self.check(dataset, record))
         self.seen.append((dataset, record, findings))
         return findings
 
@@ -218,7 +223,7 @@ class Processor:
         self.mappings = mappings
         self.encoder = encoder
         self.lookups: MutableMapping[str, Any] = {} if lookups is None else lookups
-        self.capture = _CapturingCheck(check or _default_check())
+        self.capture = _CapturingCheck(check or _default_check(), timed=check is None)
         self.business_keys = business_keys if business_keys is not None else _default_business_keys()
         self.dlq_topic = dlq_topic
         self.findings_topic = findings_topic
@@ -245,6 +250,7 @@ class Processor:
         """Normalize a batch; output order follows input order, so order per key holds."""
         now = self.clock()
         now_ms = int(now * 1000)
+        self.capture.now = now_ms  # each record's ingest_ts
         result = BatchResult()
         out = result.messages
         events_in: Tally[tuple[str, str]] = Tally()
@@ -268,7 +274,8 @@ class Processor:
                         out.append(self._dead_letter(d, now))
                         dead[(topic_labels(msg[2])[0], d.reason)] += 1
                         continue
-                    out.append(Outgoing(std_topic(o.dataset), o.key, value, unavailable_header(o.unavailable)))
+                    headers = [*(unavailable_header(o.unavailable) or ()), findings_header(o.findings)]
+                    out.append(Outgoing(std_topic(o.dataset), o.key, value, headers))
                     org = o.record["org_code"]
                     records_out[(org, o.dataset)] += 1
                     latencies.append(now - o.record["source_ts"] / 1000.0)

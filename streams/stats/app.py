@@ -48,7 +48,7 @@ from hip import metrics
 from hip.catalogue import load_catalogue
 from hip.codec import codec_from_settings
 from hip.errors import RecordError
-from hip.records import record_key
+from hip.records import header_findings, record_key
 from hip.settings import load_settings
 from streams import faust_fixes
 from streams.stats import core
@@ -188,7 +188,8 @@ async def contribute(stream: Any) -> None:
                 ds = CATALOGUE[dataset]
                 org = str(record["org_code"])
                 source = core.source_ref(dataset, org, [record.get(k) for k in ds.business_key])
-                new = core.contributions(dataset, record, window, quality=QUALITY)
+                new = core.contributions(dataset, record, window, quality=QUALITY,
+                                         findings=header_findings(event.message.headers))
             except RecordError as exc:
                 await _dead_letter(event, exc.reason, str(exc))
                 continue

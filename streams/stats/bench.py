@@ -4,13 +4,14 @@
 
 Measured, in one process, on the same simulated Debezium events (``streams.normalizer_events``):
 
-- normalizer: ``streams.core.normalize.normalize_batch`` (decode, map, validate, conformance) and
-  the registry-framed Avro encoding of every standard record (fixed schema id, no registry);
+- normalizer: ``streams.normalizer_stage.Processor`` over batches of 2,000 (decode, map, validate,
+  conformance, the registry-framed Avro encoding of every standard record with a fixed schema id,
+  findings and dead letters, metrics), as the worker runs it without Kafka;
 - normalizer + statistics: the same, plus for every encoded standard record what the statistics
   worker does to it: decode (``streams.stats.decode``), contributions, both ledger stages
   (``core.Ledger``), coalescing of changed cells (``core.Coalescer``) and, every 2,000 events, the
   encoding of one ``stat.<dataset>`` record per changed cell. Once without dataset 60 and once with
-  it (its conformance pass run again on the decoded record).
+  it (its findings read from the record's ``hip.findings`` header, as the worker does).
 
 Not measured: Kafka and Faust (consuming, producing, changelogs, commits) on either side. The
 statistics' share is ``1 − rate(normalizer + statistics) / rate(normalizer)``: the throughput the
@@ -26,6 +27,7 @@ from typing import Any, Callable
 
 from hip.catalogue import Catalogue, load_catalogue
 from hip.codec import FramedEncoder
+from hip.records import header_findings
 from streams.stats import core
 from streams.stats.decode import StatsDecoder
 
@@ -89,12 +91,13 @@ class Statistics:
         self.catalogue = codec.catalogue
         self.emitted = 0
 
-    def record(self, data: bytes, position: str) -> None:
+    def record(self, data: bytes, position: str, headers: Any) -> None:
         dataset, rec = self.decoder.decode(data)
         ds = self.catalogue[dataset]
         org = str(rec["org_code"])
         source = core.source_ref(dataset, org, [rec.get(k) for k in ds.business_key])
-        new = core.contributions(dataset, rec, self.window, quality=self.quality)
+        new = core.contributions(dataset, rec, self.window, quality=self.quality,
+                                 findings=header_findings(headers))
         ledger = self.ledger
         p = core.plan(source, ledger.entries.get(source), core.version(rec), new,
                       fields=core.window_fields(dataset, rec), window=self.window)
@@ -125,22 +128,20 @@ class Statistics:
 def run(events: list[Any], mappings: Any, window: core.Window, stats: Callable[[], Statistics | None]
         ) -> tuple[float, int, int]:
     """Seconds, standard records and statistics records for one pass over ``events``."""
-    from streams.core.normalize import StandardRecord, normalize_batch
+    from streams.normalizer_stage import Processor
 
     catalogue = load_catalogue()
-    codec = LocalCodec(catalogue)
     s = stats()
-    lookups: dict[str, Any] = {}
+    processor = Processor(mappings, LocalCodec(catalogue), {})
     records = 0
     started = time.perf_counter()
     for i in range(0, len(events), FLUSH_EVENTS):
-        for out in normalize_batch(events[i:i + FLUSH_EVENTS], mappings, lookups):
-            if not isinstance(out, StandardRecord):
+        for m in processor.process(events[i:i + FLUSH_EVENTS]).messages:
+            if not m.topic.startswith("std."):
                 continue
-            data = codec.encode(out.dataset, out.record)
             records += 1
             if s is not None:
-                s.record(data, f"st:0000:{records:020d}")
+                s.record(m.value or b"", f"st:0000:{records:020d}", m.headers)
         if s is not None:
             s.flush()
     return time.perf_counter() - started, records, s.emitted if s is not None else 0
@@ -160,12 +161,7 @@ def main() -> None:
 
     logging.basicConfig(level="WARNING")
     mappings = load_mappings()
-    from streams.normalizer_stage import unescape_topic
-
-    # The core routes by real table names; the stage unescapes the topic first, so does this.
-    events = [(k, v, unescape_topic(t), p, o)
-              for k, v, t, p, o in workload_events(args.vendor, hospital(mappings, args.vendor), args.events,
-                                                   dirty=0.02)]
+    events = workload_events(args.vendor, hospital(mappings, args.vendor), args.events, dirty=0.02)
     window = core.Window(dt.date(2024, 2, 1), dt.date(2024, 3, 15))  # covers the simulated days
     codec = LocalCodec(load_catalogue())
     modes: list[tuple[str, Callable[[], Statistics | None]]] = [

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from hip.conformance import has_errors, plan_for, to_days, to_ms
+from hip.conformance import plan_for, to_days, to_ms
 from hip.conformance import check as conformance_check
 
 Cell = tuple[str, ...]
@@ -273,23 +273,29 @@ def department_contributions(org: str, r: Mapping[str, Any], window: Window) -> 
     return out
 
 
-def quality_contributions(dataset: str, org: str, r: Mapping[str, Any]) -> Contributions:
+Findings = Sequence[tuple[str, str]]  # (rule, severity)
+
+
+def quality_contributions(dataset: str, org: str, r: Mapping[str, Any],
+                          findings: Findings | None = None) -> Contributions:
     """Dataset 60: the record counted on its local arrival day, with its findings by rule.
 
-    Conformance runs with ``now`` = the record's arrival, so the result does not depend on when the
-    statistics are computed.
+    ``findings``: what the normalizer found (``hip.records.FINDINGS_HEADER``); without them the
+    conformance rules run here. Both run with ``now`` = the record's arrival, so the result does not
+    depend on when the statistics are computed.
     """
     ingest = to_ms(r.get("ingest_ts"))
     if ingest is None:
         return {}
     day = iso_day((ingest + LOCAL_OFFSET_MS) // DAY_MS)
-    findings = conformance_check(dataset, dict(r), now=ingest)
+    if findings is None:
+        findings = [(f.rule, f.severity) for f in conformance_check(dataset, dict(r), now=ingest)]
     plan = plan_for(dataset)
     expected = plan.required + plan.recommended
     missing = sum(1 for name in expected if r.get(name) is None or r.get(name) == "")
     source = to_ms(r.get("source_ts"))
     delay = max(0, ingest - source) if source is not None else 0
-    rejected = 1 if has_errors(findings) else 0
+    rejected = 1 if any(severity == "error" for _, severity in findings) else 0
     out: Contributions = {}
     _add(out, (QUALITY, org, day, dataset, "*"),
          {"records_received": 1, "records_rejected": rejected, "records_accepted": 1 - rejected,
@@ -297,8 +303,8 @@ def quality_contributions(dataset: str, org: str, r: Mapping[str, Any]) -> Contr
           "required_values_expected": len(expected), "required_values_missing": missing,
           "delay_seconds_total": delay // 1000, "late_records": 1 if delay > LATE_MS else 0})
     by_rule: dict[str, int] = {}
-    for f in findings:
-        by_rule[f.rule] = by_rule.get(f.rule, 0) + 1
+    for rule, _ in findings:
+        by_rule[rule] = by_rule.get(rule, 0) + 1
     for rule, n in by_rule.items():
         _add(out, (QUALITY, org, day, dataset, rule), {"findings": n, "affected_records": 1})
     return out
@@ -313,7 +319,8 @@ CONTRIBUTORS: dict[str, Callable[[str, Mapping[str, Any], Window], Contributions
 }
 
 
-def contributions(dataset: str, record: Mapping[str, Any], window: Window, *, quality: bool = True) -> Contributions:
+def contributions(dataset: str, record: Mapping[str, Any], window: Window, *, quality: bool = True,
+                  findings: Findings | None = None) -> Contributions:
     """Everything one standard record version contributes; a delete contributes nothing."""
     if record.get("op") == "d":
         return {}
@@ -324,7 +331,7 @@ def contributions(dataset: str, record: Mapping[str, Any], window: Window, *, qu
         for cell, m in fn(org, record, window).items():
             _add(out, cell, m)
     if quality:
-        for cell, m in quality_contributions(dataset, org, record).items():
+        for cell, m in quality_contributions(dataset, org, record, findings).items():
             _add(out, cell, m)
     return out
 
