@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stops every process the stack recorded in var/run/*.pid (workers first, databases last).
+# Stops every process the stack recorded in var/run/*.pid (workers first, databases last), or only
+# the ones named as arguments (deploy/down.sh normalizer sink).
 # Only recorded process ids are signalled; nothing is stopped by name.
 source "$(dirname "$0")/lib.sh"
 
@@ -19,6 +20,10 @@ stop_one() {
   rm -f "$f"
 }
 
+if (( $# )); then
+  for name in "$@"; do stop_one "$name"; done
+  exit 0
+fi
 for name in "${ORDER[@]}"; do stop_one "$name"; done
 # Anything else recorded (e.g. extra workers) goes too.
 for f in "$RUN"/*.pid; do [[ -e "$f" ]] && stop_one "$(basename "$f" .pid)"; done

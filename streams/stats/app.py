@@ -95,8 +95,34 @@ DATADIR = SETTINGS.faust_datadir("stats", APP_ID)
 TABLE_OPTIONS = {"driver": "rocksdict", "write_buffer_size": 2 << 20, "max_write_buffer_number": 2,
                  "block_cache_size": 4 << 20}
 
+class _StatsApp(faust.App):
+    """Faust's app, with stage 2's held events released when the worker stops.
+
+    Stage 2 acks its events only when ``flush`` has emitted the cells they changed, and on a quiet
+    stream only the idle timer calls ``flush``. At shutdown Faust stops the timers, then waits for
+    every event to be acked: without this it waited until it was killed. While it waits, stage 2
+    is flushed every half second (events still buffered in the stream arrive during the wait too).
+    """
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        async def keep_flushing() -> None:
+            while True:
+                try:
+                    await flush()
+                except Exception as exc:  # noqa: BLE001 - the events stay unacked: replayed at the restart
+                    log.warning("stats: flush while stopping failed: %r", exc)
+                    return
+                await asyncio.sleep(0.5)
+
+        flusher = asyncio.ensure_future(keep_flushing())
+        try:
+            await super()._consumer_wait_empty(consumer, logger)
+        finally:
+            flusher.cancel()
+
+
 faust_fixes.install()  # before the app makes its producer and consumer: see streams/faust_fixes.py
-app = faust.App(
+app = _StatsApp(
     APP_ID,
     broker=f"kafka://{SETTINGS.bootstrap_servers}",
     # JSON for the tables' changelogs (keys stay str after recovery); topics say raw themselves.

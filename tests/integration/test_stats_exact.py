@@ -1,4 +1,4 @@
-"""Incremental statistics equal the SQL recomputation, across corrections, deletes and a SIGKILL.
+"""Incremental statistics equal the SQL recomputation, across corrections, deletes, a stop and a SIGKILL.
 
 Runs against the real stack (Kafka, registry, warehouse). Each run uses its own topic suffix and
 organisation codes; the standard rows the sink would write are inserted directly (final versions).
@@ -201,8 +201,8 @@ class StatReader:
         return {c: m for c, (_, m) in self.rows.items() if m}
 
 
-def start_worker(suffix: str, app_id: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "HIP_STATS_TOPIC_SUFFIX": suffix, "HIP_STATS_APP_ID": app_id,
+def start_worker(suffix: str, app_id: str, log: Path, **extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **extra, "HIP_STATS_TOPIC_SUFFIX": suffix, "HIP_STATS_APP_ID": app_id,
            "HIP_STATS_DATASETS": ",".join(DATASETS), "HIP_STD_PARTITIONS": str(PARTITIONS),
            "HIP_STATS_SINCE": WINDOW.since.isoformat(), "HIP_STATS_AS_OF": WINDOW.as_of.isoformat(),
            "HIP_STATS_METRICS_PORT": "0", "PYTHONPATH": str(ROOT)}
@@ -221,7 +221,7 @@ def wait_equal(reader: StatReader, expected: dict[core.Cell, core.Measures], tim
     return diffs
 
 
-def test_incremental_equals_recompute_across_sigkill(tmp_path: Path) -> None:
+def test_incremental_equals_recompute_across_sigterm_and_sigkill(tmp_path: Path) -> None:
     settings = load_settings()
     run = uuid.uuid4().hex[:8]
     suffix, orgs = f".t{run}", [f"T{run}A", f"T{run}B"]
@@ -250,15 +250,24 @@ def test_incremental_equals_recompute_across_sigkill(tmp_path: Path) -> None:
     produce(settings, suffix, w.messages[:half])
     log = tmp_path / "worker.log"
     app_id = f"hip-stats-test-{run}"
-    worker = start_worker(suffix, app_id, log)
+    # First run: stage 2 flushes only every 30 s, so the stop below finds it holding events.
+    worker = start_worker(suffix, app_id, log, HIP_STATS_FLUSH_SECONDS="30")
     reader = StatReader(settings, suffix, orgs)
+    quarter = half // 2
     try:
         reader.drain(25)  # let it process part of the first half
-        produce(settings, suffix, w.messages[half:half + half // 2])
+        produce(settings, suffix, w.messages[half:half + quarter])
         time.sleep(1.5)
+        # A clean stop in mid-stream, with stage 2 holding events until it flushes: the worker
+        # must release them and exit (it used to wait for them until it was killed).
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, log.read_text()[-3000:]
+        worker = start_worker(suffix, app_id, log)
+        produce(settings, suffix, w.messages[half + quarter:half + 2 * quarter])
+        time.sleep(6)
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
-        produce(settings, suffix, w.messages[half + half // 2:])
+        produce(settings, suffix, w.messages[half + 2 * quarter:])
         worker = start_worker(suffix, app_id, log)
         diffs = wait_equal(reader, expected, 240)
         assert not diffs, "\n".join(describe(diffs)) + "\n--- worker log tail:\n" + log.read_text()[-3000:]
