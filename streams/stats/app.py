@@ -28,7 +28,11 @@ Day rollover: unless ``HIP_STATS_AS_OF`` fixes the window, a timer notices the l
 that (and after a start) first rolls the partition's window-dependent entries (stays, department
 beds) to the new window, recomputing each from the fields the entry keeps (``core.roll``): inside the
 event's iteration, so the ledger writes land in that partition's changelog and the statements are
-attached to the event; a crash replays the event and the roll, which is idempotent.
+attached to the event; a crash replays the event and the roll, which is idempotent. So that a
+partition without standard records after midnight rolls too (a quiet night), the timer then sends
+one tick to every partition of ``stats.ticks``, a topic stage 1 reads with the standard topics:
+a tick is an event that rolls its partition and contributes nothing. ``HIP_STATS_NOW_OFFSET_S``
+shifts the worker's clock (for the rollover test).
 """
 from __future__ import annotations
 
@@ -57,12 +61,18 @@ from streams.stats.decode import StatsDecoder
 log = logging.getLogger("hip.stats")
 STAGE = "stats"
 LOCAL = ZoneInfo("Asia/Shanghai")
+NOW_OFFSET = dt.timedelta(seconds=float(os.environ.get("HIP_STATS_NOW_OFFSET_S", "0")))
+
+
+def local_now() -> dt.datetime:
+    """The worker's local time (shifted by ``HIP_STATS_NOW_OFFSET_S`` in tests of the rollover)."""
+    return dt.datetime.now(LOCAL) + NOW_OFFSET
 
 
 def window_from_env() -> core.Window:
     """The census window both the worker and ``hip stats recompute`` must agree on."""
     as_of_text = os.environ.get("HIP_STATS_AS_OF")
-    as_of = dt.date.fromisoformat(as_of_text) if as_of_text else dt.datetime.now(LOCAL).date()
+    as_of = dt.date.fromisoformat(as_of_text) if as_of_text else local_now().date()
     since_text = os.environ.get("HIP_STATS_SINCE")
     since = dt.date.fromisoformat(since_text) if since_text else as_of - dt.timedelta(days=31)
     return core.Window(since, as_of)
@@ -137,7 +147,10 @@ app = _StatsApp(
     producer_linger=0.005,
     stream_buffer_maxsize=4096,
 )
-std_topics = app.topic(*[f"std.{d}{SUFFIX}" for d in SOURCE_DATASETS], key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+TICKS = f"stats.ticks{SUFFIX}"
+ticks_topic = app.topic(TICKS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                        partitions=PARTITIONS, internal=True)
+std_topics = app.topic(*[f"std.{d}{SUFFIX}" for d in SOURCE_DATASETS], TICKS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                        partitions=PARTITIONS)
 statements_topic = app.topic(f"stats.statements{SUFFIX}", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                              partitions=PARTITIONS, internal=True)
@@ -209,6 +222,8 @@ async def contribute(stream: Any) -> None:
                 # and the statements are attached to this event: a crash replays the event and the roll.
                 await _roll(part, window)
                 _rolled[part] = window.end
+            if event.message.topic == TICKS:
+                continue  # a tick only rolls its partition
             try:
                 dataset, record = decoder().decode(event.value)
                 ds = CATALOGUE[dataset]
@@ -256,14 +271,25 @@ async def _roll(part: int, window: core.Window) -> None:
 _rolled: dict[int, int] = {}  # source partition -> window end its entries were rolled to (this process)
 
 
+_ticked: list[int] = []  # the window end ticks were last sent for (this process)
+
+
 @app.timer(interval=10.0)
 async def midnight() -> None:
-    """Advance the census window at local midnight; each partition rolls on its next event."""
+    """Advance the census window at local midnight, and tick every partition to roll it."""
     global WINDOW
-    if ROLLING:
-        today = dt.datetime.now(LOCAL).date()
+    if not ROLLING:
+        return
+    try:
+        today = local_now().date()
         if today > WINDOW.as_of:
             WINDOW = window_for(today)
+        if _ticked != [WINDOW.end]:  # after midnight, and once after a start (the night may have passed)
+            for part in range(PARTITIONS):
+                await ticks_topic.send(key=b"tick", value=WINDOW.as_of.isoformat().encode(), partition=part)
+            _ticked[:] = [WINDOW.end]
+    except Exception as exc:  # noqa: BLE001 - a failed tick is sent again at the next run
+        log.warning("stats: midnight tick failed: %r", exc)
 
 
 def stat_record(cell: core.Cell, totals: dict[str, int], position: str, source_ts: int) -> dict[str, Any]:
@@ -370,10 +396,31 @@ async def flush_idle() -> None:
         _fatal(exc, "flush")
 
 
+def _create_ticks_topic() -> None:
+    """``stats.ticks`` with a partition for each standard topic partition, before the worker starts.
+
+    Faust declares only the topics its agents and tables own; this one is read as one of the
+    standard topics, and the broker would otherwise create it with its default partition count."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": SETTINGS.bootstrap_servers})
+    try:
+        admin.create_topics([NewTopic(TICKS, PARTITIONS, 1)])[TICKS].result(30)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+    found = len(admin.list_topics(TICKS, timeout=30).topics[TICKS].partitions)
+    if found != PARTITIONS:
+        raise SystemExit(f"topic {TICKS} has {found} partitions, the standard topics {PARTITIONS}: "
+                         f"delete it (make demo-reset does) and start the worker again")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the worker (``hip stats run``)."""
     import sys
 
+    _create_ticks_topic()
     port = int(os.environ.get("HIP_STATS_METRICS_PORT", SETTINGS.stats_metrics_port))
     if port:
         metrics.serve(port, STAGE)

@@ -201,12 +201,15 @@ class StatReader:
         return {c: m for c, (_, m) in self.rows.items() if m}
 
 
-def start_worker(suffix: str, app_id: str, log: Path, **extra: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **extra, "HIP_STATS_TOPIC_SUFFIX": suffix, "HIP_STATS_APP_ID": app_id,
-           "HIP_STATS_DATASETS": ",".join(DATASETS), "HIP_STD_PARTITIONS": str(PARTITIONS),
-           "HIP_STATS_SINCE": WINDOW.since.isoformat(), "HIP_STATS_AS_OF": WINDOW.as_of.isoformat(),
-           "HIP_STATS_METRICS_PORT": "0", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "streams.stats.app"], cwd=ROOT, env=env,
+def start_worker(suffix: str, app_id: str, log: Path, **extra: str | None) -> subprocess.Popen[bytes]:
+    """The worker on this run's topics; ``extra`` overrides its environment (None removes a variable)."""
+    env: dict[str, str | None] = {
+        **os.environ, "HIP_STATS_TOPIC_SUFFIX": suffix, "HIP_STATS_APP_ID": app_id,
+        "HIP_STATS_DATASETS": ",".join(DATASETS), "HIP_STD_PARTITIONS": str(PARTITIONS),
+        "HIP_STATS_SINCE": WINDOW.since.isoformat(), "HIP_STATS_AS_OF": WINDOW.as_of.isoformat(),
+        "HIP_STATS_METRICS_PORT": "0", "PYTHONPATH": str(ROOT), **extra}
+    return subprocess.Popen([sys.executable, "-m", "streams.stats.app"], cwd=ROOT,
+                            env={k: v for k, v in env.items() if v is not None},
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
@@ -221,10 +224,8 @@ def wait_equal(reader: StatReader, expected: dict[core.Cell, core.Measures], tim
     return diffs
 
 
-def test_incremental_equals_recompute_across_sigterm_and_sigkill(tmp_path: Path) -> None:
-    settings = load_settings()
-    run = uuid.uuid4().hex[:8]
-    suffix, orgs = f".t{run}", [f"T{run}A", f"T{run}B"]
+def setup_run(settings: Any, suffix: str) -> Any:
+    """This run's standard and statistics topics, and a connection to the migrated warehouse."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     futures = admin.create_topics([NewTopic(f"std.{d}{suffix}", PARTITIONS, 1) for d in DATASETS]
                                   + [NewTopic(f"stat.{d}{suffix}", PARTITIONS, 1) for d in core.STAT_DATASETS])
@@ -239,6 +240,14 @@ def test_incremental_equals_recompute_across_sigterm_and_sigkill(tmp_path: Path)
         except psycopg2.errors.UniqueViolation:
             conn.rollback()
             time.sleep(1)
+    return conn
+
+
+def test_incremental_equals_recompute_across_sigterm_and_sigkill(tmp_path: Path) -> None:
+    settings = load_settings()
+    run = uuid.uuid4().hex[:8]
+    suffix, orgs = f".t{run}", [f"T{run}A", f"T{run}B"]
+    conn = setup_run(settings, suffix)
 
     w = Workload(orgs, seed=int(run, 16))
     w.build()
@@ -281,3 +290,55 @@ def test_incremental_equals_recompute_across_sigterm_and_sigkill(tmp_path: Path)
                 worker.kill()
         conn.close()
         shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)  # its RocksDB tables
+
+
+def test_quiet_partitions_roll_at_midnight(tmp_path: Path) -> None:
+    """After midnight every stay counts in the new day's census, though no record arrives."""
+    settings = load_settings()
+    run = uuid.uuid4().hex[:8]
+    suffix, orgs = f".t{run}", [f"T{run}A"]
+    conn = setup_run(settings, suffix)
+    # The worker's clock is shifted to 60 s before a local midnight.
+    local = dt.timezone(dt.timedelta(hours=8))
+    now = dt.datetime.now(local)
+    shifted = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), local) - dt.timedelta(seconds=60)
+    offset = (shifted - now).total_seconds()
+    today = shifted.date()
+    since = today - dt.timedelta(days=10)
+
+    w = Workload(orgs, seed=int(run, 16))
+    org = orgs[0]
+    for d in ("IM", "SU", "PE"):
+        w.emit("department", org, {"dept_code": d, "open_beds": 20, "approved_beds": 30}, "r")
+    for i in range(24):  # stays still in hospital at midnight, spread over the partitions by key
+        adm = today - dt.timedelta(days=i % 4)
+        w.emit("inpatient_visit", org, {"inpatient_no": f"Q{i}", "admission_times": 1, "admission_date": adm,
+                                        "admission_time": _ms(adm), "admission_dept_code": ("IM", "SU", "PE")[i % 3],
+                                        "admission_route_code": "2"}, "c")
+    write_warehouse(conn, w)
+    before = recompute(conn, core.Window(since, today), orgs)
+    after = recompute(conn, core.Window(since, today + dt.timedelta(days=1)), orgs)
+    assert before != after  # the new day's census is what the rollover adds
+
+    produce(settings, suffix, w.messages)
+    app_id = f"hip-stats-test-{run}"
+    log = tmp_path / "worker.log"
+    started = time.time()
+    worker = start_worker(suffix, app_id, log, HIP_STATS_AS_OF=None, HIP_STATS_SINCE=since.isoformat(),
+                          HIP_STATS_NOW_OFFSET_S=str(offset))
+    reader = StatReader(settings, suffix, orgs)
+    try:
+        # Everything is processed before the worker's midnight: no record arrives after it.
+        diffs = wait_equal(reader, before, 50 - (time.time() - started))
+        assert not diffs, "\n".join(describe(diffs)) + "\n--- worker log tail:\n" + log.read_text()[-3000:]
+        assert time.time() - started < 58, "processed too late to tell a tick from a record"
+        diffs = wait_equal(reader, after, 90)
+        assert not diffs, "\n".join(describe(diffs)) + "\n--- worker log tail:\n" + log.read_text()[-3000:]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        conn.close()
+        shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)
