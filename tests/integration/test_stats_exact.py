@@ -224,6 +224,18 @@ def wait_equal(reader: StatReader, expected: dict[core.Cell, core.Measures], tim
     return diffs
 
 
+def clean_up(worker: subprocess.Popen[bytes], conn: Any, settings: Any, app_id: str) -> None:
+    """Stop the worker, close the warehouse connection, remove the worker's RocksDB tables."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    conn.close()
+    shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)
+
+
 def setup_run(settings: Any, suffix: str) -> Any:
     """This run's standard and statistics topics, and a connection to the migrated warehouse."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
@@ -282,14 +294,7 @@ def test_incremental_equals_recompute_across_sigterm_and_sigkill(tmp_path: Path)
         assert not diffs, "\n".join(describe(diffs)) + "\n--- worker log tail:\n" + log.read_text()[-3000:]
         assert worker.poll() is None, log.read_text()[-3000:]
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        conn.close()
-        shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)  # its RocksDB tables
+        clean_up(worker, conn, settings, app_id)
 
 
 def test_quiet_partitions_roll_at_midnight(tmp_path: Path) -> None:
@@ -335,10 +340,4 @@ def test_quiet_partitions_roll_at_midnight(tmp_path: Path) -> None:
         diffs = wait_equal(reader, after, 90)
         assert not diffs, "\n".join(describe(diffs)) + "\n--- worker log tail:\n" + log.read_text()[-3000:]
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        conn.close()
-        shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)
+        clean_up(worker, conn, settings, app_id)
