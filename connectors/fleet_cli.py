@@ -251,18 +251,12 @@ def snapshot(c: Ctx, hospital: str, system: str, tables: tuple[str, ...]) -> Non
 
 
 def _ensure_topic(bootstrap: str, topic: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    if topic in admin.list_topics(timeout=10).topics:
-        return
+    from hip.topics import create_missing
+
     # One partition: the signal channel reads partition 0 only.
-    for fut in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
-        try:
-            fut.result()
-        except Exception as exc:  # noqa: BLE001 - created concurrently is fine
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
+    create_missing(bootstrap, [NewTopic(topic, num_partitions=1, replication_factor=1)], timeout=10)
 
 
 @fleet.command()

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from connectors.fleet import Fleet, Hospital, SystemSpec
 from connectors.poller import (Envelope, TableRef, TableState, changes_from_rows, deletes_from_keys,
@@ -26,6 +26,7 @@ from connectors.poller import (Envelope, TableRef, TableState, changes_from_rows
 from connectors.topics import raw_topic, split_table
 from hip.errors import ConfigError, FatalError, TransientError
 from hip.metrics import ERRORS, EVENTS_IN
+from hip.topics import create_missing
 
 log = logging.getLogger(__name__)
 STAGE = "poller"
@@ -98,20 +99,14 @@ class StateStore:
         self.keys: dict[str, set[tuple[Any, ...]]] = {}
 
     def ensure_topics(self, extra: list[str]) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        existing = set(admin.list_topics(timeout=10).topics)
         compact = {"cleanup.policy": "compact"}
         new = [NewTopic(t, num_partitions=1, replication_factor=1, config=compact)
-               for t in (self.cursor_topic, self.keys_topic) if t not in existing]
-        new += [NewTopic(t, num_partitions=1, replication_factor=1) for t in extra if t not in existing]
-        if not new:
-            return
-        for topic, fut in admin.create_topics(new).items():
-            try:
-                fut.result()
-            except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise TransientError(f"cannot create topic {topic}: {exc}") from exc
+               for t in (self.cursor_topic, self.keys_topic)]
+        new += [NewTopic(t, num_partitions=1, replication_factor=1) for t in extra]
+        try:
+            create_missing(self.bootstrap, new, timeout=10)
+        except KafkaException as exc:
+            raise TransientError(f"cannot create topics: {exc}") from exc
 
     def load(self, prefix: str) -> None:
         """Read both topics to their end, keeping entries whose key starts with ``prefix``."""

@@ -156,6 +156,13 @@ def _array(items: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
     return enc
 
 
+def _name(named: dict[str, Any], schema: dict[str, Any], fn: Any) -> None:
+    """Make a record's writer or reader findable by its name, for later fields that refer to it."""
+    named[schema["name"]] = fn
+    if schema.get("namespace"):
+        named[f"{schema['namespace']}.{schema['name']}"] = fn
+
+
 def _writer(t: Any, named: dict[str, Callable[[Any], bytes]]) -> Callable[[Any], bytes] | None:
     """The writer of one type, or ``None`` when this module does not write it."""
     if isinstance(t, list):
@@ -231,9 +238,7 @@ def _record(schema: dict[str, Any], named: dict[str, Callable[[Any], bytes]]) ->
                 out(write(v))
         return b"".join(parts)
 
-    named[schema["name"]] = encode
-    if schema.get("namespace"):
-        named[f"{schema['namespace']}.{schema['name']}"] = encode
+    _name(named, schema, encode)
     return encode
 
 
@@ -409,9 +414,7 @@ def _read_record(schema: dict[str, Any], named: dict[str, Reader], plain_times: 
                 record[name], i = read_value(b, i)
         return record, i
 
-    named[schema["name"]] = read
-    if schema.get("namespace"):
-        named[f"{schema['namespace']}.{schema['name']}"] = read
+    _name(named, schema, read)
     return read
 
 

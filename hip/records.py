@@ -53,22 +53,25 @@ def findings_header(findings: Iterable[Any]) -> tuple[str, bytes]:
     return FINDINGS_HEADER, orjson.dumps(pairs)
 
 
-def header_findings(headers: Any) -> list[tuple[str, str]] | None:
-    """The [rule, severity] pairs of a findings header, or ``None`` when the record has none.
-
-    ``headers``: pairs of name and bytes (Kafka clients) or a mapping (Faust may give either)."""
+def header_value(headers: Any, wanted: str) -> bytes | None:
+    """The value of header ``wanted``: ``headers`` are pairs of name and bytes (Kafka clients) or
+    a mapping (Faust may give either)."""
     for name, value in (headers.items() if isinstance(headers, Mapping) else headers or ()):
-        if name == FINDINGS_HEADER and value is not None:
-            return [(str(rule), str(severity)) for rule, severity in orjson.loads(value)]
+        if name == wanted:
+            return value  # type: ignore[no-any-return]
     return None
 
 
+def header_findings(headers: Any) -> list[tuple[str, str]] | None:
+    """The [rule, severity] pairs of a findings header, or ``None`` when the record has none."""
+    value = header_value(headers, FINDINGS_HEADER)
+    return None if value is None else [(str(rule), str(severity)) for rule, severity in orjson.loads(value)]
+
+
 def unavailable_fields(headers: Any) -> tuple[str, ...]:
-    """The field names a standard record's Kafka headers (pairs of name and bytes) mark as unavailable."""
-    for name, value in headers or ():
-        if name == UNAVAILABLE_HEADER and value:
-            return tuple(f for f in value.decode("utf-8").split(",") if f)
-    return ()
+    """The field names a standard record's Kafka headers mark as unavailable."""
+    value = header_value(headers, UNAVAILABLE_HEADER)
+    return tuple(f for f in value.decode("utf-8").split(",") if f) if value else ()
 
 
 def record_key(org_code: str, business_key: Sequence[Any]) -> bytes:

@@ -136,22 +136,19 @@ def topics() -> None:
     Made up front, with one partition count, so that no worker starts before the topics it reads
     exist and the statistics worker's tables are co-partitioned with their sources.
     """
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
     from hip.catalogue import load_catalogue
+    from hip.topics import create_missing
 
     s = load_settings()
-    admin = AdminClient({"bootstrap.servers": s.bootstrap_servers})
-    existing = admin.list_topics(timeout=15).topics
     names = [ds.topic for ds in load_catalogue()] + list(PLATFORM_TOPICS)
-    wanted = [NewTopic(n, s.std_partitions, 1, config={"retention.ms": "-1"}) for n in names if n not in existing]
-    for name, future in (admin.create_topics(wanted) if wanted else {}).items():
-        try:
-            future.result()
-        except Exception as exc:  # noqa: BLE001 - "already exists" from a concurrent creator is fine
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise click.ClickException(f"creating {name}: {exc}") from exc
-    click.echo(f"{len(wanted)} topics created, {len(names) - len(wanted)} already there")
+    try:
+        created = create_missing(s.bootstrap_servers,
+                                 [NewTopic(n, s.std_partitions, 1, config={"retention.ms": "-1"}) for n in names])
+    except Exception as exc:  # noqa: BLE001 - the broker's reason, said once
+        raise click.ClickException(f"creating topics: {exc}") from exc
+    click.echo(f"{len(created)} topics created, {len(names) - len(created)} already there")
 
 
 @stack.command()

@@ -402,8 +402,9 @@ def ensure_topics(bootstrap: str, datasets: Iterable[str], cfg: NormalizerConfig
     """
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = admin.list_topics(timeout=15).topics
+    from hip.topics import create_missing
+
+    existing = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15).topics
     wanted: dict[str, NewTopic] = {}
     for ds in datasets:
         name = std_topic(ds)
@@ -415,17 +416,7 @@ def ensure_topics(bootstrap: str, datasets: Iterable[str], cfg: NormalizerConfig
         if name in existing and len(existing[name].partitions) != cfg.std_partitions:
             log.warning("%s has %d partitions, configured %d: keys keep the existing layout", name,
                         len(existing[name].partitions), cfg.std_partitions)
-    missing = [t for n, t in wanted.items() if n not in existing]
-    created: list[str] = []
-    if missing:
-        for name, fut in admin.create_topics(missing, request_timeout=30).items():
-            try:
-                fut.result()
-                created.append(name)
-            except Exception as exc:  # a concurrent creator wins the race: that is fine
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise
-    return created
+    return create_missing(bootstrap, wanted.values())
 
 
 def list_raw_topics(bootstrap: str, orgs: Collection[str] | None = None, timeout: float = 10.0) -> list[str]:

@@ -271,23 +271,23 @@ async def _roll(part: int, window: core.Window) -> None:
 _rolled: dict[int, int] = {}  # source partition -> window end its entries were rolled to (this process)
 
 
-_ticked: list[int] = []  # the window end ticks were last sent for (this process)
+_ticked_for: int | None = None  # the window end ticks were last sent for (this process)
 
 
 @app.timer(interval=10.0)
 async def midnight() -> None:
     """Advance the census window at local midnight, and tick every partition to roll it."""
-    global WINDOW
+    global WINDOW, _ticked_for
     if not ROLLING:
         return
     try:
         today = local_now().date()
         if today > WINDOW.as_of:
             WINDOW = window_for(today)
-        if _ticked != [WINDOW.end]:  # after midnight, and once after a start (the night may have passed)
+        if _ticked_for != WINDOW.end:  # after midnight, and once after a start (the night may have passed)
             for part in range(PARTITIONS):
                 await ticks_topic.send(key=b"tick", value=WINDOW.as_of.isoformat().encode(), partition=part)
-            _ticked[:] = [WINDOW.end]
+            _ticked_for = WINDOW.end
     except Exception as exc:  # noqa: BLE001 - a failed tick is sent again at the next run
         log.warning("stats: midnight tick failed: %r", exc)
 
@@ -401,16 +401,12 @@ def _create_ticks_topic() -> None:
 
     Faust declares only the topics its agents and tables own; this one is read as one of the
     standard topics, and the broker would otherwise create it with its default partition count."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": SETTINGS.bootstrap_servers})
-    try:
-        admin.create_topics([NewTopic(TICKS, PARTITIONS, 1)])[TICKS].result(30)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise
-    found = len(admin.list_topics(TICKS, timeout=30).topics[TICKS].partitions)
+    from hip.topics import create_missing, partition_count
+
+    create_missing(SETTINGS.bootstrap_servers, [NewTopic(TICKS, PARTITIONS, 1)])
+    found = partition_count(SETTINGS.bootstrap_servers, TICKS)
     if found != PARTITIONS:
         raise SystemExit(f"topic {TICKS} has {found} partitions, the standard topics {PARTITIONS}: "
                          f"delete it (make demo-reset does) and start the worker again")
