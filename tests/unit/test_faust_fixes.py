@@ -3,7 +3,10 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from streams.faust_fixes import DurableBuffer
+import pytest
+from mode import Service
+
+from streams.faust_fixes import DurableBuffer, _stop_flow, _wait_first
 
 
 def _message(gate: asyncio.Event, sent: list[str], name: str) -> Any:
@@ -109,3 +112,96 @@ def test_a_head_removed_by_retention_is_not_waited_for(monkeypatch: Any) -> None
 
     asyncio.run(scenario())
     assert c.seeks == [] and faust_fixes._new_offset(c, c.tp) == 502
+
+
+class _Fetching(Service):
+    """The parts of a Faust consumer that ``wait_first`` and ``stop_flow`` use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.suspend_flow = asyncio.Event()
+        self.can_resume_flow = asyncio.Event()
+        self.flow_active = True
+
+
+async def _blocked_delivery(queue: asyncio.Queue, cancelled: list[bool]) -> None:
+    try:
+        await queue.put("second")  # the stream buffer is full
+    except asyncio.CancelledError:
+        cancelled.append(True)
+        raise
+
+
+def test_a_delivery_that_does_not_block_runs_in_the_fetch_task_without_new_tasks() -> None:
+    async def main() -> None:
+        consumer = _Fetching()
+        delivered: list[str] = []
+
+        async def deliver() -> None:
+            delivered.append("m")
+
+        before = len(asyncio.all_tasks())
+        result = await _wait_first(consumer, deliver(), consumer.suspend_flow.wait())
+        assert delivered == ["m"] and not result.stopped
+        assert len(asyncio.all_tasks()) == before
+
+    asyncio.run(main())
+
+
+def test_stop_flow_interrupts_a_blocked_delivery_and_the_fetch_loop_goes_on() -> None:
+    async def main() -> None:
+        consumer = _Fetching()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+        queue.put_nowait("first")
+        cancelled: list[bool] = []
+
+        async def fetch_loop() -> str:
+            await _wait_first(consumer, _blocked_delivery(queue, cancelled), consumer.suspend_flow.wait())
+            await asyncio.sleep(0.01)  # the interruption was taken back: this await is not cancelled
+            return "went on"
+
+        fetcher = asyncio.ensure_future(fetch_loop())
+        await asyncio.sleep(0.01)
+        _stop_flow(consumer)
+        assert consumer.suspend_flow.is_set() and not consumer.flow_active
+        assert await fetcher == "went on"
+        assert cancelled == [True] and queue.qsize() == 1
+        assert fetcher.cancelling() == 0
+
+    asyncio.run(main())
+
+
+def test_cancelling_the_fetcher_still_cancels_it() -> None:
+    async def main() -> None:
+        consumer = _Fetching()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+        queue.put_nowait("first")
+        cancelled: list[bool] = []
+        fetcher = asyncio.ensure_future(
+            _wait_first(consumer, _blocked_delivery(queue, cancelled), consumer.suspend_flow.wait()))
+        await asyncio.sleep(0.01)
+        fetcher.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await fetcher
+        assert cancelled == [True]
+
+    asyncio.run(main())
+
+
+def test_a_stopped_flow_or_a_timeout_takes_the_stock_wait() -> None:
+    async def main() -> None:
+        consumer = _Fetching()
+        consumer.suspend_flow.set()
+        delivered: list[str] = []
+
+        async def deliver() -> None:
+            delivered.append("m")
+
+        result = await _wait_first(consumer, deliver(), consumer.suspend_flow.wait())
+        assert result.done  # the stock wait_first: the flow event won, or both finished
+        other = asyncio.Event()
+        other.set()
+        result = await _wait_first(consumer, other.wait(), timeout=1.0)
+        assert result.done and not result.stopped
+
+    asyncio.run(main())
