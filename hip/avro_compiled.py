@@ -378,42 +378,57 @@ def _reader(t: Any, named: dict[str, Reader], plain_times: bool) -> Reader | Non
 
 
 def _read_record(schema: dict[str, Any], named: dict[str, Reader], plain_times: bool) -> Reader | None:
-    fields: list[tuple[str, Reader | None, bool]] = []  # name, reader (None: string), nullable
-    for f in schema["fields"]:
-        t = f["type"]
+    """The record's reader, generated as one function with a straight run of code per field.
+
+    This is the hot loop of the sink and the statistics. Written out per field, with strings and
+    longs read inline, it takes half the time of a loop over (name, reader) pairs: no per-field
+    tuple, branch on the field's kind or call for the common types.
+    """
+    env: dict[str, Any] = {"_read_long": _read_long}
+    lines = ["def read(b, i):", "    r = {}"]
+    for k, f in enumerate(schema["fields"]):
+        t, name = f["type"], f["name"]
         nullable = isinstance(t, list) and len(t) == 2 and t[0] == "null"
-        r = _reader(t[1] if nullable else t, named, plain_times)
-        if r is None:
+        reader = _reader(t[1] if nullable else t, named, plain_times)
+        if reader is None:
             return None
-        fields.append((f["name"], None if r is _read_string else r, nullable))
-
-    def read(b: bytes, i: int) -> tuple[dict[str, Any], int]:
-        record: dict[str, Any] = {}
-        for name, read_value, nullable in fields:  # the hot loop of the sink and statistics
-            if nullable:
-                index = b[i]
-                i += 1
-                if index == 0:
-                    record[name] = None
-                    continue
-                if index != 2:
-                    raise ValueError(f"{name}: union index {index} out of range")
-            if read_value is None:
-                n = b[i]
-                if n < 0x80:
-                    n = (n >> 1) ^ -(n & 1)
-                    i += 1
-                else:
-                    n, i = _read_long(b, i)
-                end = i + n
-                if n < 0 or end > len(b):
-                    raise ValueError(f"{name}: a length of {n} bytes runs past the end of the record")
-                record[name] = b[i:end].decode("utf-8")
-                i = end
-            else:
-                record[name], i = read_value(b, i)
-        return record, i
-
+        pad = "        " if nullable else "    "
+        if nullable:
+            lines += ["    x = b[i]", "    i += 1", "    if x == 0:", f"        r[{name!r}] = None", "    elif x == 2:"]
+        if reader is _read_string:
+            lines += [f"{pad}n = b[i]",
+                      f"{pad}if n < 0x80:",
+                      f"{pad}    n = (n >> 1) ^ -(n & 1)",
+                      f"{pad}    i += 1",
+                      f"{pad}else:",
+                      f"{pad}    n, i = _read_long(b, i)",
+                      f"{pad}end = i + n",
+                      f"{pad}if n < 0 or end > len(b):",
+                      f"{pad}    raise ValueError({name + ': a length of %d bytes runs past the end of the record'!r} % n)",
+                      f"{pad}r[{name!r}] = b[i:end].decode('utf-8')",
+                      f"{pad}i = end"]
+        elif reader is _read_long:  # ints, longs, and dates and timestamps with plain_times
+            lines += [f"{pad}n = b[i]",
+                      f"{pad}i += 1",
+                      f"{pad}if n & 0x80:",
+                      f"{pad}    n &= 0x7F",
+                      f"{pad}    shift = 7",
+                      f"{pad}    while True:",
+                      f"{pad}        c = b[i]",
+                      f"{pad}        i += 1",
+                      f"{pad}        n |= (c & 0x7F) << shift",
+                      f"{pad}        if c < 0x80:",
+                      f"{pad}            break",
+                      f"{pad}        shift += 7",
+                      f"{pad}r[{name!r}] = (n >> 1) ^ -(n & 1)"]
+        else:
+            env[f"_read{k}"] = reader
+            lines.append(f"{pad}r[{name!r}], i = _read{k}(b, i)")
+        if nullable:
+            lines += ["    else:", f"        raise ValueError({name + ': union index %d out of range'!r} % x)"]
+    lines.append("    return r, i")
+    exec(compile("\n".join(lines), f"<avro reader of {schema.get('name', 'record')}>", "exec"), env)
+    read: Reader = env["read"]
     _name(named, schema, read)
     return read
 
