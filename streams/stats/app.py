@@ -57,6 +57,7 @@ from hip.settings import load_settings
 from streams import faust_fixes
 from streams.stats import core
 from streams.stats.decode import StatsDecoder
+from streams.stats.flow import StageTwoLag
 
 log = logging.getLogger("hip.stats")
 STAGE = "stats"
@@ -90,6 +91,9 @@ WINDOW = window_from_env()
 ROLLING = not os.environ.get("HIP_STATS_AS_OF")  # a fixed as_of is a fixed window: no rollover
 FLUSH_CELLS = int(os.environ.get("HIP_STATS_FLUSH_CELLS", "2000"))
 FLUSH_SECONDS = float(os.environ.get("HIP_STATS_FLUSH_SECONDS", "0.5"))
+# Stage 2's lag (statements messages) above which stage 1's partitions are paused, and below which
+# they are resumed: see StageTwoLag.
+MAX_LAG = int(os.environ.get("HIP_STATS_MAX_LAG", "5000"))
 QUALITY = os.environ.get("HIP_STATS_QUALITY", "1") != "0"
 CATALOGUE = load_catalogue()
 _listed = [d for d in os.environ.get("HIP_STATS_DATASETS", "").split(",") if d]
@@ -146,6 +150,9 @@ app = _StatsApp(
     web_enabled=False,
     producer_linger=0.005,
     stream_buffer_maxsize=4096,
+    # Per partition fetched. Stage 1 reads every standard topic: a hundred partitions with data
+    # in a catch-up, each fetching up to Faust's default 1 MiB ahead, held the process near 300 MiB.
+    consumer_max_fetch_size=256 * 1024,
 )
 TICKS = f"stats.ticks{SUFFIX}"
 ticks_topic = app.topic(TICKS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
@@ -210,6 +217,9 @@ async def _dead_letter(event: Any, reason: str, message: str) -> None:
     metrics.DEAD_LETTERS.labels(stage=STAGE, org="", reason=reason).inc()
 
 
+LAG = StageTwoLag(statements_topic.get_topic_name(), frozenset(std_topics.topics), MAX_LAG)
+
+
 @app.agent(std_topics, concurrency=1)
 async def contribute(stream: Any) -> None:
     """Stage 1: a standard record version → statements for each cell it touches or left."""
@@ -222,6 +232,7 @@ async def contribute(stream: Any) -> None:
                 # and the statements are attached to this event: a crash replays the event and the roll.
                 await _roll(part, window)
                 _rolled[part] = window.end
+            LAG.stage_one_event(app.consumer)
             if event.message.topic == TICKS:
                 continue  # a tick only rolls its partition
             try:
@@ -377,6 +388,7 @@ async def total(stream: Any) -> None:
                     cells[member_key] = f.member.to_json()
                 if f.emit:
                     PENDING.cells.mark(cell_text, state.totals if state is not None else {}, pos, int(ts))
+            LAG.stage_two_event(app.consumer, event.message.partition, event.message.offset)
             if not PENDING.events:
                 PENDING.since = time.monotonic()
             PENDING.events.append(event)
@@ -390,6 +402,8 @@ async def total(stream: Any) -> None:
 async def flush_idle() -> None:
     """Flush when no statement arrives to trigger it."""
     try:
+        if LAG.paused:
+            LAG.check(app.consumer)
         if PENDING.events and time.monotonic() - PENDING.since >= FLUSH_SECONDS:
             await flush()
     except Exception as exc:  # noqa: BLE001 - see _fatal
