@@ -9,11 +9,13 @@ say "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(free -g
 # Pipeline workers left running by make demo would take the benchmark's raw topics for hospital
 # data and share the cores with what is measured; the end-to-end step starts the ones it needs.
 bash deploy/down.sh normalizer stats sink ingest poller
-say "1/4 normalizer: pure core vs Faust through Kafka vs naive baseline"
+say "1/5 normalizer: pure core vs Faust through Kafka vs naive baseline"
 "$PY" -m streams.bench_normalizer "$@"
-say "2/4 sink: batched upsert vs plain COPY vs row-by-row INSERT ... ON CONFLICT"
+say "2/5 sink: batched upsert vs plain COPY vs row-by-row INSERT ... ON CONFLICT"
 "$PY" -m sinks.bench
-say "3/4 statistics: normalizer + statistics vs normalizer alone"
+say "3/5 statistics: normalizer + statistics vs normalizer alone, in process"
 "$PY" -m streams.stats.bench
-say "4/4 end to end: sustained rate, latency at half load, catch-up, worker memory"
+say "4/5 statistics worker through Kafka: records/s (compare with the normalizer worker in 1/5)"
+"$PY" -m streams.stats.bench_worker
+say "5/5 end to end: sustained rate, latency at half load, catch-up, worker memory"
 "$PY" -m sinks.bench_e2e

@@ -1,0 +1,167 @@
+"""The statistics worker through Kafka, against the normalizer worker, on the same records.
+
+``python -m streams.stats.bench_worker [--events N] [--vendor a|b]`` prints a table.
+
+The in-process benchmark (``streams.stats.bench``) prices the statistics' arithmetic; this one
+prices what the worker really does per standard record: Faust consuming it, the ledger in RocksDB
+and its changelog, the statements through Kafka, stage 2's cell table and changelog, and the
+``stat.*`` records. Steps:
+
+1. the simulator's Debezium events go through the normalizer's ``Processor`` with the registry's
+   schema ids, as the normalizer writes them (headers included);
+2. the standard records are produced to fresh topics of this run (``std.<dataset>.b<tag>``);
+3. ``python -m streams.stats.app`` starts on them (its own app id, topic suffix and a fixed census
+   window); the time runs from its first committed offset to the moment every standard record and
+   every statement it sent are committed (offsets are committed every few seconds: read the rate
+   to about ±10% at the default size);
+4. the run's topics and tables are removed.
+
+The normalizer worker's rate for the same events comes from ``streams.bench_normalizer`` (run it
+in the same session: ``make bench`` runs both).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from hip.codec import Codec, FramedEncoder
+from hip.settings import ROOT, load_settings
+from streams.stats import core
+
+PARTITIONS = 6
+
+
+def standard_messages(vendor: str, events: int, registry: str) -> list[Any]:
+    """The normalizer's standard-record messages for ``events`` simulated changes."""
+    from streams.bench_normalizer import org_of
+    from streams.core.mapping import load_mappings
+    from streams.normalizer_events import workload_events
+    from streams.normalizer_stage import Processor
+
+    mappings = load_mappings()
+    raw = workload_events(vendor, org_of(mappings, vendor), events, dirty=0.02)
+    processor = Processor(mappings, FramedEncoder(Codec(registry)), {})
+    out = []
+    for i in range(0, len(raw), 2000):
+        out += [m for m in processor.process(raw[i:i + 2000]).messages if m.topic.startswith("std.")]
+    return out
+
+
+def committed_and_end(bootstrap: str, group: str, topics: list[str]) -> tuple[int, int] | None:
+    """Offsets the group committed and the end offsets, summed over ``topics`` (None: not made yet)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+        done = sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+        end = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+        return done, end
+    except KafkaException:  # the worker has not created its statements topic yet
+        return None
+    finally:
+        consumer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20000, help="simulated row changes")
+    parser.add_argument("--vendor", choices=("a", "b"), default="b")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the worker")
+    args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level="WARNING")
+    settings = load_settings()
+    bootstrap = settings.bootstrap_servers
+    tag = f"b{uuid.uuid4().hex[:6]}"
+    suffix, app_id = f".{tag}", f"hip-stats-bench-{tag}"
+    messages = standard_messages(args.vendor, args.events, settings.registry_url)
+    datasets = sorted({m.topic[len("std."):] for m in messages})
+    std = [f"std.{d}{suffix}" for d in datasets]
+    internal = [f"stats.statements{suffix}", f"stats.ticks{suffix}", f"dlq.stats{suffix}"]
+    stat = [f"stat.{d}{suffix}" for d in core.STAT_DATASETS]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in std + stat]).values():
+        fut.result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "partitioner": "murmur2_random"})
+    for m in messages:
+        producer.produce(m.topic + suffix, m.value, m.key, headers=m.headers or None)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+    window = core.Window(dt.date(2024, 2, 1), dt.date(2024, 3, 15))  # covers the simulated days
+    env = {**os.environ, "HIP_STATS_TOPIC_SUFFIX": suffix, "HIP_STATS_APP_ID": app_id,
+           "HIP_STATS_DATASETS": ",".join(datasets), "HIP_STD_PARTITIONS": str(PARTITIONS),
+           "HIP_STATS_SINCE": window.since.isoformat(), "HIP_STATS_AS_OF": window.as_of.isoformat(),
+           "HIP_STATS_METRICS_PORT": "0", "PYTHONPATH": str(ROOT)}
+    log = settings.var / "logs" / f"stats-bench-{tag}.log"
+    worker = subprocess.Popen([sys.executable, "-m", "streams.stats.app"], cwd=ROOT, env=env,
+                              stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    first = last = 0.0
+    peak_kib = st_end = 0
+    try:
+        deadline = time.time() + args.timeout
+        while time.time() < deadline and worker.poll() is None:
+            time.sleep(0.5)
+            peak_kib = max(peak_kib, _vm_hwm_kib(worker.pid))
+            std_offsets = committed_and_end(bootstrap, app_id, std)
+            st_offsets = committed_and_end(bootstrap, app_id, internal[:1])
+            if std_offsets is None or st_offsets is None:
+                continue
+            (std_done, std_end), (st_done, st_end) = std_offsets, st_offsets
+            if std_done and not first:
+                first = time.time()
+            if std_done == std_end and st_done == st_end:
+                last = time.time()
+                break
+        if not last:
+            raise SystemExit(f"the worker did not finish in {args.timeout:.0f} s (exit {worker.poll()}); see {log}")
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        for fut in admin.delete_topics(std + stat + internal).values():
+            try:
+                fut.result(30)
+            except Exception:  # noqa: BLE001 - a topic the run never made
+                pass
+        shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)
+
+    from streams.stats.bench import machine
+
+    seconds = last - first
+    print(f"\nstatistics worker through Kafka, {len(messages)} standard records of {args.events} simulated "
+          f"events of vendor {args.vendor}; machine: {machine()}\n")
+    print(f"{'records':>8} {'statements msgs':>15} {'seconds':>8} {'records/s':>10} {'peak memory':>12}")
+    print(f"{len(messages):>8} {st_end:>15} {seconds:>8.1f} {len(messages) / seconds:>10.0f} "
+          f"{peak_kib / 1024:>8.0f} MiB")
+    print("\ncompare records/s with the normalizer worker's events/s (streams.bench_normalizer) "
+          "in the same session.")
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    main()
