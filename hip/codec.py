@@ -217,7 +217,12 @@ class Codec:
         dataset = str(schema["name"]).rsplit(".", 1)[-1]
         if dataset not in self.catalogue.datasets:
             raise RecordError("unknown_schema", f"schema id {schema_id} is {schema['name']}, not in the catalogue")
-        self._writers[schema_id] = (dataset, fastavro.parse_schema(schema, _write_hint=False))
+        current = self.catalogue[dataset]
+        # The catalogue's own schema (what the normalizer registers, nearly every record): share its
+        # parsed form, so readers see that the body needs no resolution. A process that only reads
+        # (the sink) learns every id here; it resolved every record through fastavro before.
+        same = schema == current.schema
+        self._writers[schema_id] = (dataset, current.parsed if same else fastavro.parse_schema(schema, _write_hint=False))
         return self._writers[schema_id]
 
 

@@ -63,3 +63,15 @@ def test_a_record_of_an_older_schema_version_is_resolved_into_the_current_one() 
     fastavro.schemaless_writer(body, fastavro.parse_schema(copy.deepcopy(older)), FEE)
     dataset, record = codec.decode(struct.pack(">bI", 0, old_id) + body.getvalue())
     assert dataset == "medical_fee" and record["fee_detail_id"] == "F1" and record["self_pay_amount"] is None
+
+
+def test_a_reader_that_never_registered_reads_the_catalogue_schema_without_resolution() -> None:
+    writer = _codec()
+    body = writer.encode("medical_fee", FEE)
+    reader = Codec("http://registry.invalid", load_catalogue())  # the sink: it only reads
+    reader.registry = writer.registry
+    dataset, record = reader.decode(body)
+    assert dataset == "medical_fee" and record == writer.decode(body)[1]
+    schema_id = struct.unpack_from(">bI", body)[1]
+    assert reader._writers[schema_id][1] is reader.catalogue["medical_fee"].parsed
+    assert "compile_decoder" in reader._readers[schema_id][1].__qualname__
