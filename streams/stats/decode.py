@@ -17,7 +17,6 @@ import struct
 from typing import Any, Callable
 
 import fastavro
-import fastavro.schema
 
 from hip.avro_compiled import compile_decoder
 from hip.codec import MAGIC, Codec, parsed_once_reader
@@ -37,10 +36,6 @@ def plain_schema(schema: Any) -> Any:
             return {k: v for k, v in schema.items() if k != "logicalType"}
         return {k: (plain_schema(v) if k in ("type", "fields", "items", "values") else v) for k, v in schema.items()}
     return schema
-
-
-def _canonical(schema: Any) -> str:
-    return str(fastavro.schema.to_parsing_canonical_form(schema))
 
 
 class StatsDecoder:
@@ -70,17 +65,14 @@ class StatsDecoder:
         dataset, writer_parsed = writers[schema_id]
         current = self.codec.catalogue[dataset]
         reader_plain = plain_schema(current.schema)
-        writer_raw: Any = None
+        # The codec shares the catalogue's parsed schema for an id whose schema is the catalogue's
+        # own, exactly (not merely the same parsing canonical form, which drops decimal scales).
         same = writer_parsed is current.parsed
-        if not same:
-            writer_raw = self.codec.registry.schema_by_id(schema_id)
-            same = _canonical(writer_raw) == _canonical(current.schema)
         fast = (compile_decoder(current.schema, plain_times=True) or parsed_once_reader(reader_plain)) if same else None
         if fast is not None:
             read = fast
         else:
-            writer_plain = fastavro.parse_schema(plain_schema(writer_raw if writer_raw is not None
-                                                              else self.codec.registry.schema_by_id(schema_id)),
+            writer_plain = fastavro.parse_schema(plain_schema(self.codec.registry.schema_by_id(schema_id)),
                                                  _write_hint=False)
             reader_parsed = fastavro.parse_schema(reader_plain, _write_hint=False)
 

@@ -40,3 +40,32 @@ def test_plain_decoding_contributes_like_the_codec() -> None:
         assert name == dataset
         assert isinstance(plain["source_ts"], int)
         assert core.contributions(dataset, plain, window) == core.contributions(dataset, general, window)
+
+
+def test_an_older_schema_that_differs_only_in_a_decimal_scale_is_resolved_not_misread() -> None:
+    import copy
+    import struct
+
+    from hip.codec import Codec
+
+    from tests.unit.test_codec_decode import FEE, FakeRegistry
+
+    codec = Codec("http://registry.invalid", load_catalogue())
+    codec.registry = FakeRegistry()  # type: ignore[assignment]
+    current = codec.catalogue["medical_fee"].schema
+    same_id = codec.registry.register("std.medical_fee-value", copy.deepcopy(current))
+    older = copy.deepcopy(current)
+    for f in older["fields"]:
+        if f["name"] == "amount":  # the same parsing canonical form, other bytes for the same value
+            f["type"] = [t if not isinstance(t, dict) else {**t, "scale": 3} for t in f["type"]]
+    old_id = codec.registry.register("std.medical_fee-value", older)
+    decoder = StatsDecoder(codec)
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(copy.deepcopy(older)), FEE)
+    _, old = decoder.decode(struct.pack(">bI", 0, old_id) + body.getvalue())
+    assert old["amount"] == Decimal("12.34")
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, codec.catalogue["medical_fee"].parsed, FEE)
+    _, new = decoder.decode(struct.pack(">bI", 0, same_id) + body.getvalue())
+    assert new["amount"] == Decimal("12.34")
+    assert "compile_decoder" in decoder._readers[same_id][1].__qualname__
