@@ -28,15 +28,16 @@ before ``faust.App(...)``).
 And one cost, not a hole:
 
 3. One wait per message instead of four tasks. The fetch loop hands every message to the conductor
-   with ``wait_first(callback(message), suspend_flow.wait())``, so that a rebalance (``stop_flow``)
-   interrupts a delivery blocked on a full stream buffer. ``wait_first`` makes that possible with a
-   task for the delivery, one for the flow event and two for the consumer's stopped and crashed
-   events, then cancels three of them: about a third of the worker's event loop when the normalizer
-   runs flat out (profiled). ``FlowAwareConsumer.wait_first`` awaits the delivery directly in the
-   fetch loop's own task, and ``stop_flow`` interrupts it the way ``asyncio.timeout`` interrupts a
-   block: it cancels that task and takes the cancellation back once it has landed. Stopping the
-   consumer stops the fetcher, which cancels the same task, so that path is unchanged. Any other
-   call (a timeout, other waits, a flow already stopped) takes the stock path.
+   with ``wait_first(callback(message), suspend_flow.wait())``, so that ``stop_flow`` (called when
+   the consumer stops, the only place the flow event is set) interrupts a delivery blocked on a full
+   stream buffer. ``wait_first`` makes that possible with a task for the delivery, one for the flow
+   event and two for the consumer's stopped and crashed events, then cancels three of them: about a
+   third of the normalizer worker's event loop when it runs flat out (profiled; the worker went from
+   3,800 to 5,800 events/s). ``_wait_first`` awaits the delivery directly in the fetch loop's own
+   task, and ``_stop_flow`` interrupts it the way ``asyncio.timeout`` interrupts a block: it cancels
+   that task and takes the cancellation back once it has landed. Stopping the fetcher cancels the
+   same task, so that path is unchanged. Any other call (a timeout, other waits, a flow already
+   stopped) takes the stock path.
 """
 from __future__ import annotations
 
@@ -158,8 +159,22 @@ async def _wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
 def _stop_flow(self: Any) -> None:
     _stock_stop_flow(self)
     task = self.__dict__.get("_hip_delivering")
-    if task is not None and task is not asyncio.current_task() and not task.done():
-        self._hip_interrupted = True
+    if task is None:
+        return
+    try:
+        here = asyncio.get_running_loop()
+    except RuntimeError:  # not on an event loop's thread
+        here = None
+    if here is task.get_loop():
+        _interrupt(self, task)
+    else:
+        task.get_loop().call_soon_threadsafe(_interrupt, self, task)
+
+
+def _interrupt(consumer: Any, task: Any) -> None:
+    """Cancel the fetch task's blocked delivery (not the task that asked, not a finished one)."""
+    if task is consumer.__dict__.get("_hip_delivering") and task is not asyncio.current_task() and not task.done():
+        consumer._hip_interrupted = True
         task.cancel()
 
 

@@ -205,3 +205,27 @@ def test_a_stopped_flow_or_a_timeout_takes_the_stock_wait() -> None:
         assert result.done and not result.stopped
 
     asyncio.run(main())
+
+
+def test_stop_flow_from_another_thread_interrupts_on_the_fetch_loop() -> None:
+    import threading
+
+    async def main() -> None:
+        consumer = _Fetching()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+        queue.put_nowait("first")
+        cancelled: list[bool] = []
+
+        async def fetch_loop() -> str:
+            await _wait_first(consumer, _blocked_delivery(queue, cancelled), consumer.suspend_flow.wait())
+            return "went on"
+
+        fetcher = asyncio.ensure_future(fetch_loop())
+        await asyncio.sleep(0.01)
+        caller = threading.Thread(target=_stop_flow, args=(consumer,))
+        caller.start()
+        caller.join()
+        assert await asyncio.wait_for(fetcher, 2) == "went on"
+        assert cancelled == [True]
+
+    asyncio.run(main())
