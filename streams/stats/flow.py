@@ -16,7 +16,7 @@ class StageTwoLag:
     at 1,350 records/s, stage 2 at 230 of the 1,750 statements messages/s it was sent), and the cells
     it emits, and the acks of its events, waited for the whole backlog. So stage 1 checks stage 2's
     lag every ``EVERY`` events and pauses its own partitions (Faust stops fetching them; what it has
-    fetched is still processed) while the lag is above ``high``; stage 2 resumes them once it is
+    fetched is still delivered) while the lag is above ``high``; stage 2 resumes them once it is
     below a fifth of that. Stage 1 itself never waits, so nothing can block on a full buffer.
     """
 
@@ -54,15 +54,26 @@ class StageTwoLag:
         return total
 
     def check(self, consumer: Any) -> None:
-        """Pause or resume stage 1's partitions by stage 2's lag."""
+        """Pause or resume stage 1's partitions by stage 2's lag.
+
+        Paused the way Faust pauses a partition whose stream buffer is full (``on_buffer_full``):
+        no new fetches, but records already fetched are still delivered. ``pause_partitions`` is
+        not that: records of a partition paused while Faust iterates a fetched batch are skipped and
+        never delivered (the commit then waits for them and ``faust_fixes`` reads them again 5 s
+        later). While stage 2 stays behind the pause is applied again at every check, since Faust
+        resumes a partition itself when its stream buffer drains.
+        """
         lag = self.lag(consumer)
-        if not self.paused and lag > self.high:
+        if lag > self.high:
             own = {tp for tp in consumer.assignment() if tp.topic in self.stage_one_topics}
-            consumer.pause_partitions(own)
+            for tp in own:
+                consumer.on_buffer_full(tp)
+            if not self.paused:
+                self.pauses += 1
+                log.info("stats: stage 2 is %d statements behind; reading standard records paused", lag)
             self.paused = own
-            self.pauses += 1
-            log.info("stats: stage 2 is %d statements behind; reading standard records paused", lag)
         elif self.paused and lag <= self.high // 5:
-            consumer.resume_partitions(self.paused & set(consumer.assignment()))  # a rebalance may have moved some
+            for tp in self.paused & set(consumer.assignment()):  # a rebalance may have moved some
+                consumer.on_buffer_drop(tp)
             self.paused = set()
             log.info("stats: stage 2 caught up (%d behind); reading standard records resumed", lag)
