@@ -73,13 +73,11 @@ def local_now() -> dt.datetime:
 def window_from_env() -> core.Window:
     """The census window both the worker and ``hip stats recompute`` must agree on."""
     as_of_text = os.environ.get("HIP_STATS_AS_OF")
-    as_of = dt.date.fromisoformat(as_of_text) if as_of_text else local_now().date()
-    since_text = os.environ.get("HIP_STATS_SINCE")
-    since = dt.date.fromisoformat(since_text) if since_text else as_of - dt.timedelta(days=31)
-    return core.Window(since, as_of)
+    return window_for(dt.date.fromisoformat(as_of_text) if as_of_text else local_now().date())
 
 
 def window_for(as_of: dt.date) -> core.Window:
+    """The census window ending at ``as_of``: from ``HIP_STATS_SINCE``, or the 31 days before."""
     since_text = os.environ.get("HIP_STATS_SINCE")
     since = dt.date.fromisoformat(since_text) if since_text else as_of - dt.timedelta(days=31)
     return core.Window(since, as_of)
@@ -108,6 +106,7 @@ DATADIR = SETTINGS.faust_datadir("stats", APP_ID)
 # Copied per table: Faust pops keys from the options it is given.
 TABLE_OPTIONS = {"driver": "rocksdict", "write_buffer_size": 2 << 20, "max_write_buffer_number": 2,
                  "block_cache_size": 4 << 20}
+
 
 class _StatsApp(faust.App):
     """Faust's app, with stage 2's held events released when the worker stops.

@@ -20,6 +20,7 @@ pipeline would lose if one process did both. Each mode runs ``--repeat`` times; 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import platform
 import time
@@ -32,6 +33,7 @@ from streams.stats import core
 from streams.stats.decode import StatsDecoder
 
 FLUSH_EVENTS = 2000
+SIMULATED_WINDOW = core.Window(dt.date(2024, 2, 1), dt.date(2024, 3, 15))  # covers the simulated days
 
 
 class LocalCodec:
@@ -153,7 +155,6 @@ def main() -> None:
     parser.add_argument("--vendor", choices=("a", "b"), default="b")
     parser.add_argument("--repeat", type=int, default=2, help="passes per mode; the best is kept")
     args = parser.parse_args()
-    import datetime as dt
     import logging
 
     from streams.core.mapping import load_mappings
@@ -162,7 +163,7 @@ def main() -> None:
     logging.basicConfig(level="WARNING")
     mappings = load_mappings()
     events = workload_events(args.vendor, hospital(mappings, args.vendor), args.events, dirty=0.02)
-    window = core.Window(dt.date(2024, 2, 1), dt.date(2024, 3, 15))  # covers the simulated days
+    window = SIMULATED_WINDOW
     codec = LocalCodec(load_catalogue())
     modes: list[tuple[str, Callable[[], Statistics | None]]] = [
         ("normalizer alone", lambda: None),

@@ -22,12 +22,7 @@ in the same session: ``make bench`` runs both).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -37,8 +32,9 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from hip.codec import Codec, FramedEncoder
-from hip.settings import ROOT, load_settings
-from streams.stats import core
+from hip.settings import load_settings
+from streams.stats import core, isolated
+from streams.stats.bench import SIMULATED_WINDOW, machine
 
 PARTITIONS = 6
 
@@ -60,7 +56,10 @@ def standard_messages(vendor: str, events: int, registry: str) -> list[Any]:
 
 
 def committed_and_end(bootstrap: str, group: str, topics: list[str]) -> tuple[int, int] | None:
-    """Offsets the group committed and the end offsets, summed over ``topics`` (None: not made yet)."""
+    """Offsets the group committed and the end offsets, summed over ``topics`` (None: not made yet).
+
+    A new client each time: one that asked before the worker created its statements topic keeps
+    the topic unknown until its metadata is refreshed, minutes later."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
@@ -100,14 +99,8 @@ def main() -> None:
         producer.poll(0)
     assert producer.flush(60) == 0
 
-    window = core.Window(dt.date(2024, 2, 1), dt.date(2024, 3, 15))  # covers the simulated days
-    env = {**os.environ, "HIP_STATS_TOPIC_SUFFIX": suffix, "HIP_STATS_APP_ID": app_id,
-           "HIP_STATS_DATASETS": ",".join(datasets), "HIP_STD_PARTITIONS": str(PARTITIONS),
-           "HIP_STATS_SINCE": window.since.isoformat(), "HIP_STATS_AS_OF": window.as_of.isoformat(),
-           "HIP_STATS_METRICS_PORT": "0", "PYTHONPATH": str(ROOT)}
     log = settings.var / "logs" / f"stats-bench-{tag}.log"
-    worker = subprocess.Popen([sys.executable, "-m", "streams.stats.app"], cwd=ROOT, env=env,
-                              stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    worker = isolated.start_worker(suffix, app_id, datasets, PARTITIONS, SIMULATED_WINDOW, log)
     first = last = 0.0
     peak_kib = st_end = 0
     try:
@@ -128,20 +121,13 @@ def main() -> None:
         if not last:
             raise SystemExit(f"the worker did not finish in {args.timeout:.0f} s (exit {worker.poll()}); see {log}")
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        isolated.stop_worker(worker, 60)
         for fut in admin.delete_topics(std + stat + internal).values():
             try:
                 fut.result(30)
             except Exception:  # noqa: BLE001 - a topic the run never made
                 pass
         shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)
-
-    from streams.stats.bench import machine
 
     seconds = last - first
     print(f"\nstatistics worker through Kafka, {len(messages)} standard records of {args.events} simulated "

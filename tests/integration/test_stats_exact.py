@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from decimal import Decimal
@@ -29,11 +27,10 @@ from hip.codec import codec_from_settings
 from hip.records import poll_position, record_key
 from hip.settings import load_settings
 from sinks.ddl import migrate
-from streams.stats import core
+from streams.stats import core, isolated
 from streams.stats.recompute import describe, recompute
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ["department", "inpatient_visit", "outpatient_registration", "medical_fee", "operation_record"]
 WINDOW = core.Window(dt.date(2024, 1, 28), dt.date(2024, 2, 3))
 PARTITIONS = 4
@@ -203,14 +200,7 @@ class StatReader:
 
 def start_worker(suffix: str, app_id: str, log: Path, **extra: str | None) -> subprocess.Popen[bytes]:
     """The worker on this run's topics; ``extra`` overrides its environment (None removes a variable)."""
-    env: dict[str, str | None] = {
-        **os.environ, "HIP_STATS_TOPIC_SUFFIX": suffix, "HIP_STATS_APP_ID": app_id,
-        "HIP_STATS_DATASETS": ",".join(DATASETS), "HIP_STD_PARTITIONS": str(PARTITIONS),
-        "HIP_STATS_SINCE": WINDOW.since.isoformat(), "HIP_STATS_AS_OF": WINDOW.as_of.isoformat(),
-        "HIP_STATS_METRICS_PORT": "0", "PYTHONPATH": str(ROOT), **extra}
-    return subprocess.Popen([sys.executable, "-m", "streams.stats.app"], cwd=ROOT,
-                            env={k: v for k, v in env.items() if v is not None},
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return isolated.start_worker(suffix, app_id, DATASETS, PARTITIONS, WINDOW, log, **extra)
 
 
 def wait_equal(reader: StatReader, expected: dict[core.Cell, core.Measures], timeout: float) -> list[Any]:
@@ -226,12 +216,7 @@ def wait_equal(reader: StatReader, expected: dict[core.Cell, core.Measures], tim
 
 def clean_up(worker: subprocess.Popen[bytes], conn: Any, settings: Any, app_id: str) -> None:
     """Stop the worker, close the warehouse connection, remove the worker's RocksDB tables."""
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+    isolated.stop_worker(worker, 30)
     conn.close()
     shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)
 

@@ -132,6 +132,16 @@ async def _blocked_delivery(queue: asyncio.Queue, cancelled: list[bool]) -> None
         raise
 
 
+def _blocked_fetch(consumer: _Fetching) -> tuple[Any, asyncio.Queue, list[bool]]:
+    """The fetch loop's wait for a delivery into a full stream buffer, the buffer, and whether the
+    delivery was cancelled."""
+    queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+    queue.put_nowait("first")
+    cancelled: list[bool] = []
+    wait = _wait_first(consumer, _blocked_delivery(queue, cancelled), consumer.suspend_flow.wait())
+    return wait, queue, cancelled
+
+
 def test_a_delivery_that_does_not_block_runs_in_the_fetch_task_without_new_tasks() -> None:
     async def main() -> None:
         consumer = _Fetching()
@@ -151,12 +161,10 @@ def test_a_delivery_that_does_not_block_runs_in_the_fetch_task_without_new_tasks
 def test_stop_flow_interrupts_a_blocked_delivery_and_the_fetch_loop_goes_on() -> None:
     async def main() -> None:
         consumer = _Fetching()
-        queue: asyncio.Queue = asyncio.Queue(maxsize=1)
-        queue.put_nowait("first")
-        cancelled: list[bool] = []
+        wait, queue, cancelled = _blocked_fetch(consumer)
 
         async def fetch_loop() -> str:
-            await _wait_first(consumer, _blocked_delivery(queue, cancelled), consumer.suspend_flow.wait())
+            await wait
             await asyncio.sleep(0.01)  # the interruption was taken back: this await is not cancelled
             return "went on"
 
@@ -174,11 +182,8 @@ def test_stop_flow_interrupts_a_blocked_delivery_and_the_fetch_loop_goes_on() ->
 def test_cancelling_the_fetcher_still_cancels_it() -> None:
     async def main() -> None:
         consumer = _Fetching()
-        queue: asyncio.Queue = asyncio.Queue(maxsize=1)
-        queue.put_nowait("first")
-        cancelled: list[bool] = []
-        fetcher = asyncio.ensure_future(
-            _wait_first(consumer, _blocked_delivery(queue, cancelled), consumer.suspend_flow.wait()))
+        wait, _, cancelled = _blocked_fetch(consumer)
+        fetcher = asyncio.ensure_future(wait)
         await asyncio.sleep(0.01)
         fetcher.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -212,12 +217,10 @@ def test_stop_flow_from_another_thread_interrupts_on_the_fetch_loop() -> None:
 
     async def main() -> None:
         consumer = _Fetching()
-        queue: asyncio.Queue = asyncio.Queue(maxsize=1)
-        queue.put_nowait("first")
-        cancelled: list[bool] = []
+        wait, _, cancelled = _blocked_fetch(consumer)
 
         async def fetch_loop() -> str:
-            await _wait_first(consumer, _blocked_delivery(queue, cancelled), consumer.suspend_flow.wait())
+            await wait
             return "went on"
 
         fetcher = asyncio.ensure_future(fetch_loop())
