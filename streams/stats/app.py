@@ -5,9 +5,11 @@ Stage 1 (agent ``contribute``) reads ``std.<dataset>`` and keeps the ledger of e
 one partition its record hashes to). It sends statements to the internal topic ``stats.statements``:
 one message per event and target partition (a cell always maps to the same partition, by CRC-32 of
 its id), not one per cell. Stage 2 (agent ``total``) reads that topic and keeps the cell totals and
-each record's applied statement in one table (``stats-cells``): one changelog topic, so its writes
-reach the changelog in order. Changed cells are coalesced and produced to ``stat.<dataset>`` once
-per flush (every ``HIP_STATS_FLUSH_CELLS`` changed cells or ``HIP_STATS_FLUSH_SECONDS``).
+each record's applied statement in one table (``stats-cells``), written once per flush through
+``streams.stats.cellstore`` (a write-ahead record per partition keeps each flush whole). Changed
+cells are coalesced and produced to ``stat.<dataset>`` once per flush (every
+``HIP_STATS_FLUSH_CELLS`` changed cells, ``cellstore.FLUSH_BYTES`` of table writes or
+``HIP_STATS_FLUSH_SECONDS``).
 
 The tables are kept in RocksDB under ``var/data/stats/<app id>`` (Faust reads the changelog only
 past the offset the local database already holds), so memory stays bounded however many records
@@ -55,7 +57,7 @@ from hip.errors import RecordError
 from hip.records import header_findings, record_key
 from hip.settings import load_settings
 from streams import faust_fixes
-from streams.stats import core
+from streams.stats import cellstore, core
 from streams.stats.decode import StatsDecoder
 from streams.stats.flow import StageTwoLag
 
@@ -165,6 +167,8 @@ stat_topics = {name: app.topic(f"stat.{name}{SUFFIX}", key_type=bytes, value_typ
 dlq_topic = app.topic(f"dlq.stats{SUFFIX}", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 ledger = app.Table("stats-ledger", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS))
 cells = app.Table("stats-cells", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS))
+CELLS = cellstore.CellStore(cells)  # stage 2 reads and writes the table through this
+_recovered: set[int] = set()  # statements partitions whose last flush this process wrote again
 _codec: Any = None
 _decoder: StatsDecoder | None = None
 
@@ -348,6 +352,10 @@ async def _flush_pending() -> None:
     if not events:
         return
     started = time.perf_counter()
+    producer = await app.maybe_start_producer()
+    writes = CELLS.encode(CELLS.take())
+    await CELLS.write_ahead(producer, writes)
+    changelog = await CELLS.write(producer, writes)
     futures = []
     for cell_text, (totals, pos, ts) in dirty.items():
         cell = core.parse_cell(cell_text)
@@ -358,6 +366,7 @@ async def _flush_pending() -> None:
         futures.append(await stat_topics[dataset].send(key=key, value=codec().encode(dataset, record), force=True))
         metrics.RECORDS_OUT.labels(stage=STAGE, org=cell[1], dataset=dataset).inc()
     await asyncio.gather(*futures)
+    CELLS.persisted(list(await asyncio.gather(*changelog)))
     for event in events:
         await PENDING.stream.ack(event)
     metrics.BATCH_SIZE.labels(stage=STAGE).observe(len(events))
@@ -371,30 +380,46 @@ async def total(stream: Any) -> None:
     PENDING.stream = manual
     async for event in manual.events():
         try:
+            part = event.message.partition
+            if part not in _recovered:
+                # Finish this partition's last flush, whichever of its writes reached the changelog.
+                written = await CELLS.recover(await app.maybe_start_producer(), part)
+                _recovered.add(part)
+                if written:
+                    log.info("stats: partition %d: last flush written again (%d keys)", part, written)
             ts, items = json.loads(event.value)
             # Offsets only grow within the partition every statement of a cell lands on.
-            pos = f"st:{event.message.partition:04d}:{event.message.offset:020d}"
+            pos = f"st:{part:04d}:{event.message.offset:020d}"
             for cell_text, source, position, measures in items:
                 st = core.Statement(cell_text, source, position, {k: int(v) for k, v in measures.items()})
                 state_key, member_key = f"T{cell_text}", f"M{cell_text}\x1f{source}"
-                state_json, member_json = cells.get(state_key), cells.get(member_key)
+                state_json, member_json = CELLS.get(part, state_key), CELLS.get(part, member_key)
                 state = core.CellState.from_json(state_json) if state_json else None
                 f = core.fold(state, core.Member.from_json(member_json) if member_json else None, st)
                 if f.state is not None:
-                    cells[state_key] = f.state.to_json()
+                    CELLS.set(part, state_key, f.state.to_json())
                     state = f.state
                 if f.member is not None:
-                    cells[member_key] = f.member.to_json()
+                    CELLS.set(part, member_key, f.member.to_json())
                 if f.emit:
                     PENDING.cells.mark(cell_text, state.totals if state is not None else {}, pos, int(ts))
-            LAG.stage_two_event(app.consumer, event.message.partition, event.message.offset)
+            LAG.stage_two_event(app.consumer, part, event.message.offset)
             if not PENDING.events:
                 PENDING.since = time.monotonic()
             PENDING.events.append(event)
-            if len(PENDING.cells) >= FLUSH_CELLS or time.monotonic() - PENDING.since >= FLUSH_SECONDS:
+            if (len(PENDING.cells) >= FLUSH_CELLS or CELLS.bytes >= cellstore.FLUSH_BYTES
+                    or time.monotonic() - PENDING.since >= FLUSH_SECONDS):
                 await flush()
         except Exception as exc:  # noqa: BLE001 - see _fatal
             _fatal(exc, "total")
+
+
+@app.on_partitions_revoked.connect
+async def _forget_recovered(sender: Any, revoked: Any, **kwargs: Any) -> None:
+    """A partition assigned again may have been written by another worker meanwhile: recover it again.
+
+    Faust flushed stage 2 before this (``_StatsApp._consumer_wait_empty``): nothing is pending."""
+    _recovered.clear()
 
 
 @app.timer(interval=FLUSH_SECONDS)

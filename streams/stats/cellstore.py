@@ -1,0 +1,129 @@
+"""Stage 2's cell table, written once per flush instead of once per statement.
+
+A Faust table write costs a RocksDB put and a changelog message, every time: a cell total that
+a thousand statements change in half a second was written a thousand times. Here stage 2 reads
+through a dict of the writes since the last flush and keeps only each key's last value; the flush
+writes each changed key once (``CellStore.write``).
+
+Why a write-ahead record: the totals and the members of one flush reach the changelog as separate
+messages, and a crash can land some of them without the others. A replayed statement must then
+see a member and a total that agree (``core.fold`` relies on it): with one write per statement the
+total named the statement it applied, which no longer holds once a flush folds many statements
+into one total. So each flush first writes, per partition, one record under the key ``W<partition>``
+holding every key and value of the flush, waits for the broker to acknowledge it, and only then
+writes the keys themselves. A worker taking the partition over (after a restart, with or without
+its local RocksDB) writes that record's keys again before its first statement (``recover``): the
+last flush is then whole, whichever of its messages landed. Earlier flushes were whole before the
+next one began (their writes are awaited before their events are acked). The write-ahead record is
+overwritten by the next flush, so compaction keeps one per partition.
+
+Keys and values go to RocksDB and the changelog in the table's own encoding, so Faust's recovery
+restores them as it restores its own writes; the changelog offset reached is recorded as Faust
+does, so a restart with its local database reads only what came after.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import rocksdict
+from faust.types import TP
+
+# A flush's write-ahead record for one partition must fit in one Kafka message (1 MiB by default).
+FLUSH_BYTES = 512 * 1024
+
+
+def wal_key(partition: int) -> str:
+    return f"W{partition}"
+
+
+def encode_wal(items: dict[bytes, bytes]) -> bytes:
+    """The write-ahead record: a JSON list of [key, value], built from their JSON encodings."""
+    return b"[" + b",".join(b"[" + k + b"," + v + b"]" for k, v in items.items()) + b"]"
+
+
+class CellStore:
+    """Reads through the writes not yet flushed; ``write`` flushes them (see the module text)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.dirty: dict[int, dict[str, Any]] = {}
+        self.sizes: dict[tuple[int, str], int] = {}
+        self.bytes = 0  # approximate size of the pending writes (keys + JSON values)
+
+    def get(self, partition: int, key: str) -> Any:
+        pending = self.dirty.get(partition)
+        if pending is not None and key in pending:
+            return pending[key]
+        return self.table.get(key)
+
+    def set(self, partition: int, key: str, value: Any) -> None:
+        self.dirty.setdefault(partition, {})[key] = value
+        size = len(key) + len(json.dumps(value, separators=(",", ":")))
+        self.bytes += size - self.sizes.get((partition, key), 0)
+        self.sizes[(partition, key)] = size
+
+    def take(self) -> dict[int, dict[str, Any]]:
+        dirty, self.dirty = self.dirty, {}
+        self.sizes.clear()
+        self.bytes = 0
+        return dirty
+
+    def encode(self, dirty: dict[int, dict[str, Any]]) -> dict[int, dict[bytes, bytes]]:
+        store = self.table.data
+        return {p: {store._encode_key(k): store._encode_value(v) for k, v in items.items()}
+                for p, items in dirty.items()}
+
+    async def write_ahead(self, producer: Any, encoded: dict[int, dict[bytes, bytes]]) -> None:
+        """Each partition's write-ahead record, acknowledged by the broker."""
+        topic, store = self._topic(), self.table.data
+        futures = [await producer.send(topic, store._encode_key(wal_key(p)), encode_wal(items), p, None, None)
+                   for p, items in encoded.items() if items]
+        await asyncio.gather(*futures)
+
+    async def write(self, producer: Any, encoded: dict[int, dict[bytes, bytes]]) -> list[Any]:
+        """Write the keys to RocksDB and send them to the changelog.
+
+        RocksDB gets each partition's keys and its write-ahead record in one atomic batch, so the
+        local record is always the last flush written locally (a restart with the local database
+        may read nothing newer from the changelog). Returns the changelog futures: pass their
+        results to ``persisted`` once they are all done.
+        """
+        topic, store = self._topic(), self.table.data
+        futures = []
+        for p, items in encoded.items():
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for k, v in items.items():
+                batch.put(k, v)
+            batch.put(store._encode_key(wal_key(p)), encode_wal(items))
+            store._db_for_partition(p).write(batch)
+            for k, v in items.items():
+                futures.append(await producer.send(topic, k, v, p, None, None))
+        return futures
+
+    def persisted(self, results: list[Any]) -> None:
+        """Record the changelog offsets reached, as Faust does after its own writes."""
+        last: dict[int, int] = {}
+        for meta in results:
+            last[meta.partition] = max(meta.offset, last.get(meta.partition, -1))
+        for p, offset in last.items():
+            self.table.data.set_persisted_offset(TP(self._topic(), p), offset)
+
+    async def recover(self, producer: Any, partition: int) -> int:
+        """Write the partition's last flush again from its write-ahead record; returns its key count.
+
+        Run inside an event of ``partition`` (the table reads that partition's database), before
+        its first statement is folded.
+        """
+        store = self.table.data
+        raw = store._get(store._encode_key(wal_key(partition)))
+        if raw is None:
+            return 0
+        items = {store._encode_key(k): store._encode_value(v) for k, v in json.loads(raw)}
+        futures = await self.write(producer, {partition: items})
+        self.persisted(list(await asyncio.gather(*futures)))
+        return len(items)
+
+    def _topic(self) -> str:
+        return str(self.table.changelog_topic.get_topic_name())
