@@ -2,35 +2,35 @@
 
 Stage 1 (agent ``contribute``) reads ``std.<dataset>`` and keeps the ledger of each source record
 (table ``stats-ledger``, keyed by dataset + org + business key, so a key is always updated from the
-one partition its record hashes to). It sends statements to the internal topic ``stats.statements``:
-one message per event and target partition (a cell always maps to the same partition, by CRC-32 of
-its id), not one per cell. Stage 2 (agent ``total``) reads that topic and keeps the cell totals and
-each record's applied statement in one table (``stats-cells``), written once per flush through
-``streams.stats.cellstore`` (a write-ahead record per partition keeps each flush whole). Changed
-cells are coalesced and produced to ``stat.<dataset>`` once per flush (every
-``HIP_STATS_FLUSH_CELLS`` changed cells, ``cellstore.FLUSH_BYTES`` of table writes or
-``HIP_STATS_FLUSH_SECONDS``).
+one partition its record hashes to). It sends statements to the internal topic ``stats.statements``
+(a cell always maps to the same partition, by CRC-32 of its id): at each flush, one message per
+partition carrying the statements of every event since the last one. Stage 2 (agent ``total``)
+reads that topic and keeps the cell totals and each record's applied statement in one table
+(``stats-cells``). Both tables are written once per flush through ``streams.stats.buffered`` (a
+write-ahead record per partition keeps each of stage 2's flushes whole). Changed cells are
+coalesced and produced to ``stat.<dataset>`` once per flush. A flush happens when a stage holds
+``HIP_STATS_FLUSH_EVENTS`` standard records (stage 1), ``HIP_STATS_FLUSH_CELLS`` changed cells
+(stage 2), ``buffered.FLUSH_BYTES`` of writes or messages, or after ``HIP_STATS_FLUSH_SECONDS``.
 
 The tables are kept in RocksDB under ``var/data/stats/<app id>`` (Faust reads the changelog only
 past the offset the local database already holds), so memory stays bounded however many records
 the ledger remembers. The directory belongs with the changelog topics: ``make demo-reset`` removes
 both; a directory kept while its changelog topics were deleted would bring back forgotten state.
 
-Both agents iterate per event (tables may not change inside ``take()`` batches) with concurrency 1.
-Stage 1: Faust acks an event when its iteration ends and flushes the producer before committing
-offsets, so every send and changelog write of an event is durable before its offset is committed.
-Stage 2 acks manually: an event is acked only after the flush that emits its cells was acknowledged
-by the broker, so a crash replays every statement whose cells were not yet emitted; the replay
-changes no totals (``core.fold`` ignores a repeated position) and emits the cells again. An
-exception never escapes an agent: a bad record goes to ``dlq.stats``; anything unknown stops the
-process before the event is acked, so a restart replays it.
+Both agents iterate per event (tables may not change inside ``take()`` batches) with concurrency 1
+and ack manually: an event is acked only after the flush that wrote its ledger entry and sent its
+statements (stage 1), or emitted the cells it changed (stage 2), was acknowledged by the broker.
+A crash replays every event not yet flushed; the replay sends the same statements again (a
+repeated position), which change no totals (``core.fold`` ignores a repeated position) and emit
+the cells again. An exception never escapes an agent: a bad record goes to ``dlq.stats``; anything
+unknown stops the process before the event is acked, so a restart replays it.
 
 Day rollover: unless ``HIP_STATS_AS_OF`` fixes the window, a timer notices the local date change
 (Asia/Shanghai) and moves the window for new events. The first event of each source partition after
 that (and after a start) first rolls the partition's window-dependent entries (stays, department
 beds) to the new window, recomputing each from the fields the entry keeps (``core.roll``): inside the
-event's iteration, so the ledger writes land in that partition's changelog and the statements are
-attached to the event; a crash replays the event and the roll, which is idempotent. So that a
+event's iteration, so the ledger writes and the statements are flushed with the event; a crash
+replays the event and the roll, which is idempotent. So that a
 partition without standard records after midnight rolls too (a quiet night), the timer then sends
 one tick to every partition of ``stats.ticks``, a topic stage 1 reads with the standard topics:
 a tick is an event that rolls its partition and contributes nothing. ``HIP_STATS_NOW_OFFSET_S``
@@ -57,7 +57,7 @@ from hip.errors import RecordError
 from hip.records import header_findings, record_key
 from hip.settings import load_settings
 from streams import faust_fixes
-from streams.stats import cellstore, core
+from streams.stats import buffered, core
 from streams.stats.decode import StatsDecoder
 from streams.stats.flow import StageTwoLag
 
@@ -91,9 +91,11 @@ WINDOW = window_from_env()
 ROLLING = not os.environ.get("HIP_STATS_AS_OF")  # a fixed as_of is a fixed window: no rollover
 FLUSH_CELLS = int(os.environ.get("HIP_STATS_FLUSH_CELLS", "2000"))
 FLUSH_SECONDS = float(os.environ.get("HIP_STATS_FLUSH_SECONDS", "0.5"))
+FLUSH_EVENTS = int(os.environ.get("HIP_STATS_FLUSH_EVENTS", "1000"))  # stage 1 events per flush, at most
 # Stage 2's lag (statements messages) above which stage 1's partitions are paused, and below which
-# they are resumed: see StageTwoLag.
-MAX_LAG = int(os.environ.get("HIP_STATS_MAX_LAG", "5000"))
+# they are resumed: see StageTwoLag. A flush sends one message per statements partition, carrying
+# up to FLUSH_EVENTS events' statements: 50 messages are a few thousand events.
+MAX_LAG = int(os.environ.get("HIP_STATS_MAX_LAG", "50"))
 QUALITY = os.environ.get("HIP_STATS_QUALITY", "1") != "0"
 CATALOGUE = load_catalogue()
 _listed = [d for d in os.environ.get("HIP_STATS_DATASETS", "").split(",") if d]
@@ -167,7 +169,8 @@ stat_topics = {name: app.topic(f"stat.{name}{SUFFIX}", key_type=bytes, value_typ
 dlq_topic = app.topic(f"dlq.stats{SUFFIX}", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 ledger = app.Table("stats-ledger", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS))
 cells = app.Table("stats-cells", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS))
-CELLS = cellstore.CellStore(cells)  # stage 2 reads and writes the table through this
+LEDGER = buffered.BufferedTable(ledger, write_ahead=False)  # stage 1 reads and writes the ledger through this
+CELLS = buffered.BufferedTable(cells, write_ahead=True)  # and stage 2 the cells
 _recovered: set[int] = set()  # statements partitions whose last flush this process wrote again
 _codec: Any = None
 _decoder: StatsDecoder | None = None
@@ -194,13 +197,51 @@ def target_partition(cell_text: str) -> int:
     return zlib.crc32(cell_text.encode()) % PARTITIONS
 
 
-async def _send_statements(statements: list[core.Statement], ts: int) -> None:
-    groups: dict[int, list[list[Any]]] = {}
-    for st in statements:
-        groups.setdefault(target_partition(st.cell), []).append([st.cell, st.source, st.position, st.measures])
-    for part, items in sorted(groups.items()):
-        await statements_topic.send(key=str(part).encode(), partition=part,
-                                    value=json.dumps([ts, items], ensure_ascii=False, separators=(",", ":")).encode())
+class _StageOne:
+    """Stage 1's unacked events and the statements they made, sent and acked by ``flush``.
+
+    A statements message carries the statements of every event since the last flush for the cells
+    of its partition, as a list of ``[source_ts, [[cell, source, position, measures], ...]]``.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.groups: dict[int, list[bytes]] = {}  # statements partition -> encoded [ts, items]
+        self.bytes = 0
+        self.since = 0.0
+        self.stream: Any = None
+
+    def add(self, statements: list[core.Statement], ts: int) -> None:
+        groups: dict[int, list[list[Any]]] = {}
+        for st in statements:
+            groups.setdefault(target_partition(st.cell), []).append([st.cell, st.source, st.position, st.measures])
+        for part, items in groups.items():
+            text = json.dumps([ts, items], ensure_ascii=False, separators=(",", ":")).encode()
+            self.groups.setdefault(part, []).append(text)
+            self.bytes += len(text)
+
+    def hold(self, event: Any) -> None:
+        if not self.events:
+            self.since = time.monotonic()
+        self.events.append(event)
+
+    def due(self) -> bool:
+        return (len(self.events) >= FLUSH_EVENTS or self.bytes >= buffered.FLUSH_BYTES
+                or LEDGER.bytes >= buffered.FLUSH_BYTES or time.monotonic() - self.since >= FLUSH_SECONDS)
+
+    def take(self) -> tuple[dict[int, bytes], list[Any]]:
+        messages = {p: b"[" + b",".join(texts) + b"]" for p, texts in self.groups.items()}
+        events, self.events, self.groups, self.bytes = self.events, [], {}, 0
+        return messages, events
+
+
+def statement_groups(value: bytes) -> list[Any]:
+    """The ``[source_ts, items]`` groups of a statements message (one group: a message sent per event)."""
+    groups = json.loads(value)
+    return [groups] if groups and isinstance(groups[0], int) else groups
+
+
+ONE = _StageOne()
 
 
 def _fatal(exc: BaseException, where: str) -> None:
@@ -226,45 +267,54 @@ LAG = StageTwoLag(statements_topic.get_topic_name(), frozenset(std_topics.topics
 @app.agent(std_topics, concurrency=1)
 async def contribute(stream: Any) -> None:
     """Stage 1: a standard record version → statements for each cell it touches or left."""
-    async for event in stream.events():
+    manual = stream.noack()
+    ONE.stream = manual
+    async for event in manual.events():
         try:
-            window = WINDOW
-            part = event.message.partition
-            if ROLLING and _rolled.get(part) != window.end:
-                # Inside this event's iteration, so the ledger writes go to this partition's changelog
-                # and the statements are attached to this event: a crash replays the event and the roll.
-                await _roll(part, window)
-                _rolled[part] = window.end
-            LAG.stage_one_event(app.consumer)
-            if event.message.topic == TICKS:
-                continue  # a tick only rolls its partition
-            try:
-                dataset, record = decoder().decode(event.value)
-                ds = CATALOGUE[dataset]
-                org = str(record["org_code"])
-                source = core.source_ref(dataset, org, [record.get(k) for k in ds.business_key])
-                new = core.contributions(dataset, record, window, quality=QUALITY,
-                                         findings=header_findings(event.message.headers))
-            except RecordError as exc:
-                await _dead_letter(event, exc.reason, str(exc))
-                continue
-            except (KeyError, TypeError, ValueError) as exc:
-                await _dead_letter(event, "stats.contribution", f"{type(exc).__name__}: {exc}")
-                continue
-            metrics.EVENTS_IN.labels(stage=STAGE, org=org, system=str(record.get("source_system"))).inc()
-            old = ledger.get(source)
-            p = core.plan(source, core.Entry.from_json(old) if old else None, core.version(record), new,
-                          fields=core.window_fields(dataset, record), window=window,
-                          partition=event.message.partition)
-            await _send_statements(p.statements, core.to_ms(record.get("source_ts")) or 0)
-            if p.entry is not None and not p.stale and not p.replay:
-                ledger[source] = p.entry.to_json()
+            await _contribute(event)
+            ONE.hold(event)
+            if ONE.due():
+                await flush()
         except Exception as exc:  # noqa: BLE001 - see _fatal
             _fatal(exc, "contribute")
 
 
+async def _contribute(event: Any) -> None:
+    window = WINDOW
+    part = event.message.partition
+    if ROLLING and _rolled.get(part) != window.end:
+        # Its ledger writes and statements are flushed with this event: a crash replays the event
+        # and the roll.
+        await _roll(part, window)
+        _rolled[part] = window.end
+    LAG.stage_one_event(app.consumer)
+    if event.message.topic == TICKS:
+        return  # a tick only rolls its partition
+    try:
+        dataset, record = decoder().decode(event.value)
+        ds = CATALOGUE[dataset]
+        org = str(record["org_code"])
+        source = core.source_ref(dataset, org, [record.get(k) for k in ds.business_key])
+        new = core.contributions(dataset, record, window, quality=QUALITY,
+                                 findings=header_findings(event.message.headers))
+    except RecordError as exc:
+        await _dead_letter(event, exc.reason, str(exc))
+        return
+    except (KeyError, TypeError, ValueError) as exc:
+        await _dead_letter(event, "stats.contribution", f"{type(exc).__name__}: {exc}")
+        return
+    metrics.EVENTS_IN.labels(stage=STAGE, org=org, system=str(record.get("source_system"))).inc()
+    old = LEDGER.get(part, source)
+    p = core.plan(source, core.Entry.from_json(old) if old else None, core.version(record), new,
+                  fields=core.window_fields(dataset, record), window=window, partition=part)
+    ONE.add(p.statements, core.to_ms(record.get("source_ts")) or 0)
+    if p.entry is not None and not p.stale and not p.replay:
+        LEDGER.set(part, source, p.entry.to_json())
+
+
 async def _roll(part: int, window: core.Window) -> None:
     """Move the window-dependent entries of one source partition to ``window`` (idempotent)."""
+    await flush()  # the roll reads the ledger from RocksDB: nothing may wait in LEDGER
     rolled = 0
     for source, value in list(ledger.items()):
         entry = core.Entry.from_json(value)
@@ -274,9 +324,9 @@ async def _roll(part: int, window: core.Window) -> None:
         p = core.roll(source, dataset, org, entry, window)
         if p is None:
             continue
-        await _send_statements(p.statements, int(time.time() * 1000))
+        ONE.add(p.statements, int(time.time() * 1000))
         if p.entry is not None and not p.replay:
-            ledger[source] = p.entry.to_json()
+            LEDGER.set(part, source, p.entry.to_json())
         rolled += 1
     if rolled:
         log.info("stats: partition %d rolled to %s (%d records)", part, window.as_of, rolled)
@@ -317,7 +367,7 @@ def stat_record(cell: core.Cell, totals: dict[str, int], position: str, source_t
             **row, "computed_time": now}
 
 
-class _Pending:
+class _StageTwo:
     """Stage 2's unacked events and the cells they changed, emitted and acked together."""
 
     def __init__(self) -> None:
@@ -331,7 +381,7 @@ class _Pending:
         return self.cells.take(), events
 
 
-PENDING = _Pending()
+PENDING = _StageTwo()
 
 
 _FLUSHING = asyncio.Lock()
@@ -344,10 +394,32 @@ async def flush() -> None:
     totals must have sent them before a later flush sends newer ones, or the older would land last.
     """
     async with _FLUSHING:
-        await _flush_pending()
+        await _flush_stage_one()
+        await _flush_stage_two()
 
 
-async def _flush_pending() -> None:
+async def _flush_stage_one() -> None:
+    """Send the statements, then write the ledger, then ack stage 1's events.
+
+    The ledger only once the broker has the statements: an entry names the version it was written
+    for and the cells that version left (``core.Entry.retired``), which a replay of that version
+    sends again, but not the cells the versions before it in the same flush left. If the entry
+    landed and those statements did not, the replay would find it and never retract them.
+    """
+    messages, events = ONE.take()
+    if not events:
+        return
+    producer = await app.maybe_start_producer()
+    topic = statements_topic.get_topic_name()
+    await asyncio.gather(*[await producer.send(topic, str(p).encode(), value, p, None, None)
+                           for p, value in sorted(messages.items())])
+    changelog = await LEDGER.write(producer, LEDGER.encode(LEDGER.take()))
+    LEDGER.persisted(list(await asyncio.gather(*changelog)))
+    for event in events:
+        await ONE.stream.ack(event)
+
+
+async def _flush_stage_two() -> None:
     dirty, events = PENDING.take()
     if not events:
         return
@@ -373,6 +445,20 @@ async def _flush_pending() -> None:
     metrics.BATCH_SECONDS.labels(stage=STAGE).observe(time.perf_counter() - started)
 
 
+def _fold(part: int, st: core.Statement, pos: str, ts: int) -> None:
+    state_key, member_key = f"T{st.cell}", f"M{st.cell}\x1f{st.source}"
+    state_json, member_json = CELLS.get(part, state_key), CELLS.get(part, member_key)
+    state = core.CellState.from_json(state_json) if state_json else None
+    f = core.fold(state, core.Member.from_json(member_json) if member_json else None, st)
+    if f.state is not None:
+        CELLS.set(part, state_key, f.state.to_json())
+        state = f.state
+    if f.member is not None:
+        CELLS.set(part, member_key, f.member.to_json())
+    if f.emit:
+        PENDING.cells.mark(st.cell, state.totals if state is not None else {}, pos, ts)
+
+
 @app.agent(statements_topic, concurrency=1)
 async def total(stream: Any) -> None:
     """Stage 2: fold statements into cell totals; changed cells are emitted by ``flush``."""
@@ -387,27 +473,17 @@ async def total(stream: Any) -> None:
                 _recovered.add(part)
                 if written:
                     log.info("stats: partition %d: last flush written again (%d keys)", part, written)
-            ts, items = json.loads(event.value)
             # Offsets only grow within the partition every statement of a cell lands on.
             pos = f"st:{part:04d}:{event.message.offset:020d}"
-            for cell_text, source, position, measures in items:
-                st = core.Statement(cell_text, source, position, {k: int(v) for k, v in measures.items()})
-                state_key, member_key = f"T{cell_text}", f"M{cell_text}\x1f{source}"
-                state_json, member_json = CELLS.get(part, state_key), CELLS.get(part, member_key)
-                state = core.CellState.from_json(state_json) if state_json else None
-                f = core.fold(state, core.Member.from_json(member_json) if member_json else None, st)
-                if f.state is not None:
-                    CELLS.set(part, state_key, f.state.to_json())
-                    state = f.state
-                if f.member is not None:
-                    CELLS.set(part, member_key, f.member.to_json())
-                if f.emit:
-                    PENDING.cells.mark(cell_text, state.totals if state is not None else {}, pos, int(ts))
+            for ts, items in statement_groups(event.value):
+                for cell_text, source, position, measures in items:
+                    _fold(part, core.Statement(cell_text, source, position,
+                                               {k: int(v) for k, v in measures.items()}), pos, int(ts))
             LAG.stage_two_event(app.consumer, part, event.message.offset)
             if not PENDING.events:
                 PENDING.since = time.monotonic()
             PENDING.events.append(event)
-            if (len(PENDING.cells) >= FLUSH_CELLS or CELLS.bytes >= cellstore.FLUSH_BYTES
+            if (len(PENDING.cells) >= FLUSH_CELLS or CELLS.bytes >= buffered.FLUSH_BYTES
                     or time.monotonic() - PENDING.since >= FLUSH_SECONDS):
                 await flush()
         except Exception as exc:  # noqa: BLE001 - see _fatal
@@ -428,7 +504,9 @@ async def flush_idle() -> None:
     try:
         if LAG.paused:
             LAG.check(app.consumer)
-        if PENDING.events and time.monotonic() - PENDING.since >= FLUSH_SECONDS:
+        now = time.monotonic()
+        if ((PENDING.events and now - PENDING.since >= FLUSH_SECONDS)
+                or (ONE.events and now - ONE.since >= FLUSH_SECONDS)):
             await flush()
     except Exception as exc:  # noqa: BLE001 - see _fatal
         _fatal(exc, "flush")

@@ -1,4 +1,4 @@
-"""Stage 2's cell table written once per flush, kept whole by a write-ahead record (streams/stats/cellstore.py)."""
+"""The statistics' tables written once per flush; stage 2's kept whole by a write-ahead record (streams/stats/buffered.py)."""
 import asyncio
 import json
 from pathlib import Path
@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import rocksdict
 
-from streams.stats.cellstore import CellStore, encode_wal, wal_key
+from streams.stats.buffered import BufferedTable, encode_wal, wal_key
 
 TOPIC = "hip-stats-stats-cells-changelog"
 
@@ -17,7 +17,7 @@ class Meta(NamedTuple):
 
 
 class Store:
-    """What ``CellStore`` uses of Faust's RocksDB store: one real RocksDB database per partition."""
+    """What ``BufferedTable`` uses of Faust's RocksDB store: one real RocksDB database per partition."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -79,12 +79,12 @@ class Producer:
         return fut
 
 
-def store_of(tmp_path: Path) -> tuple[CellStore, Store]:
+def store_of(tmp_path: Path, write_ahead: bool = True) -> tuple[BufferedTable, Store]:
     store = Store(tmp_path)
-    return CellStore(Table(store)), store
+    return BufferedTable(Table(store), write_ahead=write_ahead), store
 
 
-async def flush(cells: CellStore, producer: Producer) -> None:
+async def flush(cells: BufferedTable, producer: Producer) -> None:
     """What the worker's flush does with the table, in order."""
     writes = cells.encode(cells.take())
     await cells.write_ahead(producer, writes)
@@ -147,3 +147,13 @@ def test_recover_writes_the_last_flush_again_from_its_record(tmp_path: Path) -> 
     assert sorted(json.loads(k) for _, k, _ in producer.sent) == ["Mcell\x1fsrc", "Tcell"]
     assert store.persisted == {1: 1}
     assert asyncio.run(cells.recover(producer, 2)) == 0  # a partition never flushed: nothing to do
+
+
+def test_without_write_ahead_only_the_keys_are_written(tmp_path: Path) -> None:
+    ledger, store = store_of(tmp_path, write_ahead=False)
+    producer = Producer()
+    ledger.set(3, "source", ["v1"])
+    ledger.set(3, "source", ["v2"])
+    asyncio.run(flush(ledger, producer))
+    assert [(p, json.loads(k), json.loads(v)) for p, k, v in producer.sent] == [(3, "source", ["v2"])]
+    assert store.value(3, "source") == ["v2"] and store.value(3, wal_key(3)) is None

@@ -1,21 +1,25 @@
-"""Stage 2's cell table, written once per flush instead of once per statement.
+"""The statistics' tables, written once per flush instead of once per change.
 
 A Faust table write costs a RocksDB put and a changelog message, every time: a cell total that
-a thousand statements change in half a second was written a thousand times. Here stage 2 reads
-through a dict of the writes since the last flush and keeps only each key's last value; the flush
-writes each changed key once (``CellStore.write``).
+a thousand statements change in half a second was written a thousand times. Here a stage reads
+through a dict of its writes since the last flush and keeps only each key's last value; the flush
+writes each changed key once (``BufferedTable.write``), before the events that made the writes
+are acked.
 
-Why a write-ahead record: the totals and the members of one flush reach the changelog as separate
-messages, and a crash can land some of them without the others. A replayed statement must then
-see a member and a total that agree (``core.fold`` relies on it): with one write per statement the
-total named the statement it applied, which no longer holds once a flush folds many statements
-into one total. So each flush first writes, per partition, one record under the key ``W<partition>``
-holding every key and value of the flush, waits for the broker to acknowledge it, and only then
-writes the keys themselves. A worker taking the partition over (after a restart, with or without
-its local RocksDB) writes that record's keys again before its first statement (``recover``): the
-last flush is then whole, whichever of its messages landed. Earlier flushes were whole before the
-next one began (their writes are awaited before their events are acked). The write-ahead record is
-overwritten by the next flush, so compaction keeps one per partition.
+Stage 1's ledger needs nothing more: a replayed record finds its entry either written (and sends
+the same statements again) or not (and plans them again from the previous entry), so any subset
+of a flush's writes may land. Stage 2's cells table does (``write_ahead``): the totals and the
+members of one flush reach the changelog as separate messages, and a crash can land some of them
+without the others. A replayed statement must then see a member and a total that agree
+(``core.fold`` relies on it): with one write per statement the total named the statement it
+applied, which no longer holds once a flush folds many statements into one total. So each flush
+first writes, per partition, one record under the key ``W<partition>`` holding every key and value
+of the flush, waits for the broker to acknowledge it, and only then writes the keys themselves. A
+worker taking the partition over (after a restart, with or without its local RocksDB) writes that
+record's keys again before its first statement (``recover``): the last flush is then whole,
+whichever of its messages landed. Earlier flushes were whole before the next one began (their
+writes are awaited before their events are acked). The write-ahead record is overwritten by the
+next flush, so compaction keeps one per partition.
 
 Keys and values go to RocksDB and the changelog in the table's own encoding, so Faust's recovery
 restores them as it restores its own writes; the changelog offset reached is recorded as Faust
@@ -43,11 +47,12 @@ def encode_wal(items: dict[bytes, bytes]) -> bytes:
     return b"[" + b",".join(b"[" + k + b"," + v + b"]" for k, v in items.items()) + b"]"
 
 
-class CellStore:
+class BufferedTable:
     """Reads through the writes not yet flushed; ``write`` flushes them (see the module text)."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, *, write_ahead: bool) -> None:
         self.table = table
+        self.write_ahead_records = write_ahead
         self.dirty: dict[int, dict[str, Any]] = {}
         self.sizes: dict[tuple[int, str], int] = {}
         self.bytes = 0  # approximate size of the pending writes (keys + JSON values)
@@ -77,6 +82,8 @@ class CellStore:
 
     async def write_ahead(self, producer: Any, encoded: dict[int, dict[bytes, bytes]]) -> None:
         """Each partition's write-ahead record, acknowledged by the broker."""
+        if not self.write_ahead_records:
+            return
         topic, store = self._topic(), self.table.data
         futures = [await producer.send(topic, store._encode_key(wal_key(p)), encode_wal(items), p, None, None)
                    for p, items in encoded.items() if items]
@@ -96,7 +103,8 @@ class CellStore:
             batch = rocksdict.WriteBatch(raw_mode=True)
             for k, v in items.items():
                 batch.put(k, v)
-            batch.put(store._encode_key(wal_key(p)), encode_wal(items))
+            if self.write_ahead_records:
+                batch.put(store._encode_key(wal_key(p)), encode_wal(items))
             store._db_for_partition(p).write(batch)
             for k, v in items.items():
                 futures.append(await producer.send(topic, k, v, p, None, None))
