@@ -201,7 +201,7 @@ class _StageOne:
     """Stage 1's unacked events and the statements they made, sent and acked by ``flush``.
 
     A statements message carries the statements of every event since the last flush for the cells
-    of its partition, as a list of ``[source_ts, [[cell, source, position, measures], ...]]``.
+    of its partition (``core.join_groups``).
     """
 
     def __init__(self) -> None:
@@ -212,11 +212,11 @@ class _StageOne:
         self.stream: Any = None
 
     def add(self, statements: list[core.Statement], ts: int) -> None:
-        groups: dict[int, list[list[Any]]] = {}
+        groups: dict[int, list[core.Statement]] = {}
         for st in statements:
-            groups.setdefault(target_partition(st.cell), []).append([st.cell, st.source, st.position, st.measures])
-        for part, items in groups.items():
-            text = json.dumps([ts, items], ensure_ascii=False, separators=(",", ":")).encode()
+            groups.setdefault(target_partition(st.cell), []).append(st)
+        for part, group in groups.items():
+            text = core.encode_group(ts, group)
             self.groups.setdefault(part, []).append(text)
             self.bytes += len(text)
 
@@ -230,15 +230,9 @@ class _StageOne:
                 or LEDGER.bytes >= buffered.FLUSH_BYTES or time.monotonic() - self.since >= FLUSH_SECONDS)
 
     def take(self) -> tuple[dict[int, bytes], list[Any]]:
-        messages = {p: b"[" + b",".join(texts) + b"]" for p, texts in self.groups.items()}
+        messages = {p: core.join_groups(texts) for p, texts in self.groups.items()}
         events, self.events, self.groups, self.bytes = self.events, [], {}, 0
         return messages, events
-
-
-def statement_groups(value: bytes) -> list[Any]:
-    """The ``[source_ts, items]`` groups of a statements message (one group: a message sent per event)."""
-    groups = json.loads(value)
-    return [groups] if groups and isinstance(groups[0], int) else groups
 
 
 ONE = _StageOne()
@@ -475,10 +469,9 @@ async def total(stream: Any) -> None:
                     log.info("stats: partition %d: last flush written again (%d keys)", part, written)
             # Offsets only grow within the partition every statement of a cell lands on.
             pos = f"st:{part:04d}:{event.message.offset:020d}"
-            for ts, items in statement_groups(event.value):
-                for cell_text, source, position, measures in items:
-                    _fold(part, core.Statement(cell_text, source, position,
-                                               {k: int(v) for k, v in measures.items()}), pos, int(ts))
+            for ts, statements in core.statement_groups(event.value):
+                for st in statements:
+                    _fold(part, st, pos, ts)
             LAG.stage_two_event(app.consumer, part, event.message.offset)
             if not PENDING.events:
                 PENDING.since = time.monotonic()

@@ -536,6 +536,29 @@ def roll(source: str, dataset: str, org: str, entry: Entry, window: Window) -> P
                 window=window, partition=entry.partition)
 
 
+# ---------------------------------------------------------------- statements messages
+
+def encode_group(ts: int, statements: Sequence[Statement]) -> bytes:
+    """One record version's statements for one partition, as they travel: ``[source_ts, items]``."""
+    items = [[st.cell, st.source, st.position, st.measures] for st in statements]
+    return json.dumps([ts, items], ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def join_groups(groups: Sequence[bytes]) -> bytes:
+    """A statements message: the groups of every record version flushed together, in order."""
+    return b"[" + b",".join(groups) + b"]"
+
+
+def statement_groups(value: bytes) -> list[tuple[int, list[Statement]]]:
+    """The groups of a statements message (a message of one bare group, as sent per event before, too)."""
+    groups = json.loads(value)
+    if groups and isinstance(groups[0], int):
+        groups = [groups]
+    return [(int(ts), [Statement(cell, source, position, {k: int(v) for k, v in measures.items()})
+                       for cell, source, position, measures in items])
+            for ts, items in groups]
+
+
 # ---------------------------------------------------------------- stage 2: per cell
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from typing import Any
 from decimal import Decimal
 
 from streams.stats import core
@@ -241,3 +242,47 @@ def test_rollover_keeps_quality_cells_and_replays_after_a_crash() -> None:
     assert again is not None and again.replay
     assert {s.cell for s in again.statements} == {s.cell for s in rolled.statements}
     assert core.roll("s", "inpatient_visit", ORG, rolled.entry, window) is None  # an older tick
+
+
+def test_statements_messages_carry_the_groups_of_a_flush_and_read_the_old_format() -> None:
+    a = [core.Statement('["x"]', "r1", "p1", {"n": 1}), core.Statement('["y"]', "r1", "p1", {})]
+    b = [core.Statement('["x"]', "r2", "p7", {"n": -2, "m": 5})]
+    message = core.join_groups([core.encode_group(10, a), core.encode_group(20, b)])
+    assert core.statement_groups(message) == [(10, a), (20, b)]
+    old = b'[30,[["[\\"z\\"]","r3","p3",{"n":"4"}]]]'  # one message per record version, as sent before
+    assert core.statement_groups(old) == [(30, [core.Statement('["z"]', "r3", "p3", {"n": 4})])]
+
+
+def _flushed(sent: list[core.Statement], folded: dict[str, Any]) -> dict[str, Any]:
+    """Stage 2's totals after folding ``sent`` into ``folded`` ({cell: state, (cell, source): member})."""
+    for st in sent:
+        f = fold(folded.get(st.cell), folded.get((st.cell, st.source)), st)
+        if f.state is not None:
+            folded[st.cell] = f.state
+        if f.member is not None:
+            folded[(st.cell, st.source)] = f.member
+    return {c: s.totals for c, s in folded.items() if isinstance(c, str) and s.totals}
+
+
+def test_a_flush_must_not_land_its_ledger_without_its_statements() -> None:
+    # One flush holds two versions of a record: v1 leaves cell A for B, v2 leaves B for C.
+    v0 = plan("r", None, "p0", {("A",): {"n": 1}})
+    folded: dict[str, Any] = {}
+    _flushed(v0.statements, folded)
+    v1 = plan("r", v0.entry, "p1", {("B",): {"n": 1}})
+    v2 = plan("r", v1.entry, "p2", {("C",): {"n": 1}})
+    expected = _flushed(v1.statements + v2.statements, dict(folded))
+    assert expected == {core.cell_id(("C",)): {"n": 1}}
+
+    # The statements landed, the ledger did not: the replay plans both versions again from v0.
+    replayed = dict(folded)
+    _flushed(v1.statements + v2.statements, replayed)
+    r1 = plan("r", v0.entry, "p1", {("B",): {"n": 1}})
+    r2 = plan("r", r1.entry, "p2", {("C",): {"n": 1}})
+    assert _flushed(r1.statements + r2.statements, replayed) == expected
+
+    # Had the ledger (v2's entry) landed without them, the replay of v1 would be stale and v2's
+    # replay re-sends only what v2 left (B): A would never be retracted. Hence statements first.
+    assert plan("r", v2.entry, "p1", {("B",): {"n": 1}}).stale
+    lost = _flushed(plan("r", v2.entry, "p2", {("C",): {"n": 1}}).statements, dict(folded))
+    assert lost != expected and core.cell_id(("A",)) in lost
