@@ -516,6 +516,10 @@ def _create_ticks_topic() -> None:
 
     create_missing(SETTINGS.bootstrap_servers, [NewTopic(TICKS, PARTITIONS, 1)])
     found = partition_count(SETTINGS.bootstrap_servers, TICKS)
+    deadline = time.monotonic() + 15
+    while found is None and time.monotonic() < deadline:  # just created: the metadata may lag behind
+        time.sleep(0.5)
+        found = partition_count(SETTINGS.bootstrap_servers, TICKS)
     if found != PARTITIONS:
         raise SystemExit(f"topic {TICKS} has {found} partitions, the standard topics {PARTITIONS}: "
                          f"delete it (make demo-reset does) and start the worker again")
