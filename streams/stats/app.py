@@ -90,7 +90,7 @@ PARTITIONS = load_settings().std_partitions
 WINDOW = window_from_env()
 ROLLING = not os.environ.get("HIP_STATS_AS_OF")  # a fixed as_of is a fixed window: no rollover
 FLUSH_CELLS = int(os.environ.get("HIP_STATS_FLUSH_CELLS", "2000"))
-FLUSH_SECONDS = float(os.environ.get("HIP_STATS_FLUSH_SECONDS", "0.5"))
+FLUSH_SECONDS = float(os.environ.get("HIP_STATS_FLUSH_SECONDS", "0.25"))
 FLUSH_EVENTS = int(os.environ.get("HIP_STATS_FLUSH_EVENTS", "1000"))  # stage 1 events per flush, at most
 # Stage 2's lag (statements messages) above which stage 1's partitions are paused, and below which
 # they are resumed: see StageTwoLag. A flush sends one message per statements partition, carrying
