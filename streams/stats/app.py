@@ -156,6 +156,11 @@ app = _StatsApp(
     # Per partition fetched. Stage 1 reads every standard topic: a hundred partitions with data
     # in a catch-up, each fetching up to Faust's default 1 MiB ahead, held the process near 300 MiB.
     consumer_max_fetch_size=256 * 1024,
+    # Stage 2's write-ahead record holds a whole flush of one partition: flushes stop at about
+    # buffered.FLUSH_BYTES, but that counts characters, and a statements message may add its
+    # writes on top. Room to spare, so that no flush can be too big to send (a changelog topic
+    # made before this setting keeps the broker's 1 MiB).
+    producer_max_request_size=buffered.MESSAGE_BYTES,
 )
 TICKS = f"stats.ticks{SUFFIX}"
 ticks_topic = app.topic(TICKS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
@@ -168,7 +173,8 @@ stat_topics = {name: app.topic(f"stat.{name}{SUFFIX}", key_type=bytes, value_typ
                for name in core.STAT_DATASETS}
 dlq_topic = app.topic(f"dlq.stats{SUFFIX}", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 ledger = app.Table("stats-ledger", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS))
-cells = app.Table("stats-cells", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS))
+cells = app.Table("stats-cells", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS),
+                  extra_topic_configs={"max.message.bytes": str(buffered.MESSAGE_BYTES)})
 LEDGER = buffered.BufferedTable(ledger, write_ahead=False)  # stage 1 reads and writes the ledger through this
 CELLS = buffered.BufferedTable(cells, write_ahead=True)  # and stage 2 the cells
 _recovered: set[int] = set()  # statements partitions whose last flush this process wrote again
@@ -400,26 +406,29 @@ async def _flush_stage_one() -> None:
     sends again, but not the cells the versions before it in the same flush left. If the entry
     landed and those statements did not, the replay would find it and never retract them.
     """
-    messages, events = ONE.take()
-    if not events:
+    if not ONE.events:
         return
+    # Taken together, before anything awaits: the agent goes on while this flush waits.
+    messages, events = ONE.take()
+    writes = LEDGER.encode(LEDGER.take())
     producer = await app.maybe_start_producer()
     topic = statements_topic.get_topic_name()
     await asyncio.gather(*[await producer.send(topic, str(p).encode(), value, p, None, None)
                            for p, value in sorted(messages.items())])
-    changelog = await LEDGER.write(producer, LEDGER.encode(LEDGER.take()))
+    changelog = await LEDGER.write(producer, writes)
     LEDGER.persisted(list(await asyncio.gather(*changelog)))
     for event in events:
         await ONE.stream.ack(event)
 
 
 async def _flush_stage_two() -> None:
-    dirty, events = PENDING.take()
-    if not events:
+    if not PENDING.events:
         return
+    # Taken together, before anything awaits: the agent goes on while this flush waits.
+    dirty, events = PENDING.take()
+    writes = CELLS.encode(CELLS.take())
     started = time.perf_counter()
     producer = await app.maybe_start_producer()
-    writes = CELLS.encode(CELLS.take())
     await CELLS.write_ahead(producer, writes)
     changelog = await CELLS.write(producer, writes)
     futures = []

@@ -34,8 +34,10 @@ from typing import Any
 import rocksdict
 from faust.types import TP
 
-# A flush's write-ahead record for one partition must fit in one Kafka message (1 MiB by default).
+# A flush's write-ahead record for one partition must fit in one Kafka message: flushes stop at
+# FLUSH_BYTES (approximate), and the cells changelog and the producer accept MESSAGE_BYTES.
 FLUSH_BYTES = 512 * 1024
+MESSAGE_BYTES = 8 << 20
 
 
 def wal_key(partition: int) -> str:
@@ -48,19 +50,26 @@ def encode_wal(items: dict[bytes, bytes]) -> bytes:
 
 
 class BufferedTable:
-    """Reads through the writes not yet flushed; ``write`` flushes them (see the module text)."""
+    """Reads through the writes not yet flushed; ``write`` flushes them (see the module text).
+
+    A flush awaits the broker, and the agents go on meanwhile: until ``write`` has put them in
+    RocksDB, the keys a flush took stay readable here (``flushing``), or a change folded meanwhile
+    would read the value from before them and overwrite them.
+    """
 
     def __init__(self, table: Any, *, write_ahead: bool) -> None:
         self.table = table
         self.write_ahead_records = write_ahead
         self.dirty: dict[int, dict[str, Any]] = {}
+        self.flushing: dict[int, dict[str, Any]] = {}  # taken by a flush, not yet in RocksDB
         self.sizes: dict[tuple[int, str], int] = {}
         self.bytes = 0  # approximate size of the pending writes (keys + JSON values)
 
     def get(self, partition: int, key: str) -> Any:
-        pending = self.dirty.get(partition)
-        if pending is not None and key in pending:
-            return pending[key]
+        for writes in (self.dirty, self.flushing):
+            pending = writes.get(partition)
+            if pending is not None and key in pending:
+                return pending[key]
         return self.table.get(key)
 
     def set(self, partition: int, key: str, value: Any) -> None:
@@ -70,7 +79,10 @@ class BufferedTable:
         self.sizes[(partition, key)] = size
 
     def take(self) -> dict[int, dict[str, Any]]:
+        """The writes since the last flush, for the next one (one flush at a time)."""
+        assert not self.flushing, "the previous flush has not written its keys"
         dirty, self.dirty = self.dirty, {}
+        self.flushing = dirty
         self.sizes.clear()
         self.bytes = 0
         return dirty
@@ -98,14 +110,16 @@ class BufferedTable:
         results to ``persisted`` once they are all done.
         """
         topic, store = self._topic(), self.table.data
-        futures = []
-        for p, items in encoded.items():
+        for p, items in encoded.items():  # all of RocksDB first, before anything awaits
             batch = rocksdict.WriteBatch(raw_mode=True)
             for k, v in items.items():
                 batch.put(k, v)
             if self.write_ahead_records:
                 batch.put(store._encode_key(wal_key(p)), encode_wal(items))
             store._db_for_partition(p).write(batch)
+            self.flushing.pop(p, None)
+        futures = []
+        for p, items in encoded.items():
             for k, v in items.items():
                 futures.append(await producer.send(topic, k, v, p, None, None))
         return futures

@@ -157,3 +157,25 @@ def test_without_write_ahead_only_the_keys_are_written(tmp_path: Path) -> None:
     asyncio.run(flush(ledger, producer))
     assert [(p, json.loads(k), json.loads(v)) for p, k, v in producer.sent] == [(3, "source", ["v2"])]
     assert store.value(3, "source") == ["v2"] and store.value(3, wal_key(3)) is None
+
+
+def test_keys_taken_by_a_flush_stay_readable_until_rocksdb_has_them(tmp_path: Path) -> None:
+    # The agents go on while a flush waits for the broker: a change folded then must read the
+    # value the flush is writing, not the older one still in RocksDB.
+    cells, store = store_of(tmp_path)
+    cells.set(0, "Tcell", [{"n": 1}, None])
+    asyncio.run(flush(cells, Producer()))
+    cells.set(0, "Tcell", [{"n": 2}, None])
+    writes = cells.encode(cells.take())
+    assert store.value(0, "Tcell") == [{"n": 1}, None]  # RocksDB does not have it yet
+    assert cells.get(0, "Tcell") == [{"n": 2}, None]
+    cells.set(0, "Tcell", [{"n": 3}, None])  # folded meanwhile: for the next flush
+    assert cells.get(0, "Tcell") == [{"n": 3}, None]
+
+    async def rest() -> None:
+        await cells.write_ahead(Producer(), writes)
+        await cells.write(Producer(), writes)
+
+    asyncio.run(rest())
+    assert cells.flushing == {} and store.value(0, "Tcell") == [{"n": 2}, None]
+    assert cells.get(0, "Tcell") == [{"n": 3}, None]
