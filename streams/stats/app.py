@@ -203,7 +203,28 @@ def target_partition(cell_text: str) -> int:
     return zlib.crc32(cell_text.encode()) % PARTITIONS
 
 
-class _StageOne:
+class _Held:
+    """A stage's events not yet acked: ``flush`` acks them once their effects reached the broker."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.since = 0.0  # when the oldest of them arrived
+        self.stream: Any = None  # the agent's stream, which acks them
+
+    def hold(self, event: Any) -> None:
+        if not self.events:
+            self.since = time.monotonic()
+        self.events.append(event)
+
+    def overdue(self) -> bool:
+        return bool(self.events) and time.monotonic() - self.since >= FLUSH_SECONDS
+
+    async def ack(self, events: list[Any]) -> None:
+        for event in events:
+            await self.stream.ack(event)
+
+
+class _StageOne(_Held):
     """Stage 1's unacked events and the statements they made, sent and acked by ``flush``.
 
     A statements message carries the statements of every event since the last flush for the cells
@@ -211,11 +232,9 @@ class _StageOne:
     """
 
     def __init__(self) -> None:
-        self.events: list[Any] = []
+        super().__init__()
         self.groups: dict[int, list[bytes]] = {}  # statements partition -> encoded [ts, items]
         self.bytes = 0
-        self.since = 0.0
-        self.stream: Any = None
 
     def add(self, statements: list[core.Statement], ts: int) -> None:
         groups: dict[int, list[core.Statement]] = {}
@@ -226,14 +245,9 @@ class _StageOne:
             self.groups.setdefault(part, []).append(text)
             self.bytes += len(text)
 
-    def hold(self, event: Any) -> None:
-        if not self.events:
-            self.since = time.monotonic()
-        self.events.append(event)
-
     def due(self) -> bool:
         return (len(self.events) >= FLUSH_EVENTS or self.bytes >= buffered.FLUSH_BYTES
-                or LEDGER.bytes >= buffered.FLUSH_BYTES or time.monotonic() - self.since >= FLUSH_SECONDS)
+                or LEDGER.bytes >= buffered.FLUSH_BYTES or self.overdue())
 
     def take(self) -> tuple[dict[int, bytes], list[Any]]:
         messages = {p: core.join_groups(texts) for p, texts in self.groups.items()}
@@ -367,14 +381,15 @@ def stat_record(cell: core.Cell, totals: dict[str, int], position: str, source_t
             **row, "computed_time": now}
 
 
-class _StageTwo:
+class _StageTwo(_Held):
     """Stage 2's unacked events and the cells they changed, emitted and acked together."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.cells = core.Coalescer()
-        self.events: list[Any] = []
-        self.since = 0.0
-        self.stream: Any = None
+
+    def due(self) -> bool:
+        return len(self.cells) >= FLUSH_CELLS or CELLS.bytes >= buffered.FLUSH_BYTES or self.overdue()
 
     def take(self) -> tuple[dict[str, tuple[core.Measures, str, int]], list[Any]]:
         events, self.events = self.events, []
@@ -415,10 +430,9 @@ async def _flush_stage_one() -> None:
     topic = statements_topic.get_topic_name()
     await asyncio.gather(*[await producer.send(topic, str(p).encode(), value, p, None, None)
                            for p, value in sorted(messages.items())])
-    changelog = await LEDGER.write(producer, writes)
+    changelog = await LEDGER.write(producer, writes, {})
     LEDGER.persisted(list(await asyncio.gather(*changelog)))
-    for event in events:
-        await ONE.stream.ack(event)
+    await ONE.ack(events)
 
 
 async def _flush_stage_two() -> None:
@@ -429,8 +443,7 @@ async def _flush_stage_two() -> None:
     writes = CELLS.encode(CELLS.take())
     started = time.perf_counter()
     producer = await app.maybe_start_producer()
-    await CELLS.write_ahead(producer, writes)
-    changelog = await CELLS.write(producer, writes)
+    changelog = await CELLS.write(producer, writes, await CELLS.write_ahead(producer, writes))
     futures = []
     for cell_text, (totals, pos, ts) in dirty.items():
         cell = core.parse_cell(cell_text)
@@ -442,8 +455,7 @@ async def _flush_stage_two() -> None:
         metrics.RECORDS_OUT.labels(stage=STAGE, org=cell[1], dataset=dataset).inc()
     await asyncio.gather(*futures)
     CELLS.persisted(list(await asyncio.gather(*changelog)))
-    for event in events:
-        await PENDING.stream.ack(event)
+    await PENDING.ack(events)
     metrics.BATCH_SIZE.labels(stage=STAGE).observe(len(events))
     metrics.BATCH_SECONDS.labels(stage=STAGE).observe(time.perf_counter() - started)
 
@@ -482,11 +494,8 @@ async def total(stream: Any) -> None:
                 for st in statements:
                     _fold(part, st, pos, ts)
             LAG.stage_two_event(app.consumer, part, event.message.offset)
-            if not PENDING.events:
-                PENDING.since = time.monotonic()
-            PENDING.events.append(event)
-            if (len(PENDING.cells) >= FLUSH_CELLS or CELLS.bytes >= buffered.FLUSH_BYTES
-                    or time.monotonic() - PENDING.since >= FLUSH_SECONDS):
+            PENDING.hold(event)
+            if PENDING.due():
                 await flush()
         except Exception as exc:  # noqa: BLE001 - see _fatal
             _fatal(exc, "total")
@@ -506,9 +515,7 @@ async def flush_idle() -> None:
     try:
         if LAG.paused:
             LAG.check(app.consumer)
-        now = time.monotonic()
-        if ((PENDING.events and now - PENDING.since >= FLUSH_SECONDS)
-                or (ONE.events and now - ONE.since >= FLUSH_SECONDS)):
+        if PENDING.overdue() or ONE.overdue():
             await flush()
     except Exception as exc:  # noqa: BLE001 - see _fatal
         _fatal(exc, "flush")

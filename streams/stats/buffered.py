@@ -92,19 +92,22 @@ class BufferedTable:
         return {p: {store._encode_key(k): store._encode_value(v) for k, v in items.items()}
                 for p, items in dirty.items()}
 
-    async def write_ahead(self, producer: Any, encoded: dict[int, dict[bytes, bytes]]) -> None:
-        """Each partition's write-ahead record, acknowledged by the broker."""
+    async def write_ahead(self, producer: Any, encoded: dict[int, dict[bytes, bytes]]) -> dict[int, bytes]:
+        """Each partition's write-ahead record, acknowledged by the broker; returns them for ``write``."""
         if not self.write_ahead_records:
-            return
+            return {}
         topic, store = self._topic(), self.table.data
-        futures = [await producer.send(topic, store._encode_key(wal_key(p)), encode_wal(items), p, None, None)
-                   for p, items in encoded.items() if items]
-        await asyncio.gather(*futures)
+        records = {p: encode_wal(items) for p, items in encoded.items() if items}
+        await asyncio.gather(*[await producer.send(topic, store._encode_key(wal_key(p)), record, p, None, None)
+                               for p, record in records.items()])
+        return records
 
-    async def write(self, producer: Any, encoded: dict[int, dict[bytes, bytes]]) -> list[Any]:
+    async def write(self, producer: Any, encoded: dict[int, dict[bytes, bytes]],
+                    ahead: dict[int, bytes]) -> list[Any]:
         """Write the keys to RocksDB and send them to the changelog.
 
-        RocksDB gets each partition's keys and its write-ahead record in one atomic batch, so the
+        RocksDB gets each partition's keys and its write-ahead record (``ahead``, from
+        ``write_ahead``) in one atomic batch, so the
         local record is always the last flush written locally (a restart with the local database
         may read nothing newer from the changelog). Returns the changelog futures: pass their
         results to ``persisted`` once they are all done.
@@ -114,8 +117,8 @@ class BufferedTable:
             batch = rocksdict.WriteBatch(raw_mode=True)
             for k, v in items.items():
                 batch.put(k, v)
-            if self.write_ahead_records:
-                batch.put(store._encode_key(wal_key(p)), encode_wal(items))
+            if p in ahead:
+                batch.put(store._encode_key(wal_key(p)), ahead[p])
             store._db_for_partition(p).write(batch)
             self.flushing.pop(p, None)
         futures = []
@@ -143,7 +146,7 @@ class BufferedTable:
         if raw is None:
             return 0
         items = {store._encode_key(k): store._encode_value(v) for k, v in json.loads(raw)}
-        futures = await self.write(producer, {partition: items})
+        futures = await self.write(producer, {partition: items}, {partition: raw})
         self.persisted(list(await asyncio.gather(*futures)))
         return len(items)
 

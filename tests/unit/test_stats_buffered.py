@@ -87,8 +87,7 @@ def store_of(tmp_path: Path, write_ahead: bool = True) -> tuple[BufferedTable, S
 async def flush(cells: BufferedTable, producer: Producer) -> None:
     """What the worker's flush does with the table, in order."""
     writes = cells.encode(cells.take())
-    await cells.write_ahead(producer, writes)
-    futures = await cells.write(producer, writes)
+    futures = await cells.write(producer, writes, await cells.write_ahead(producer, writes))
     cells.persisted(list(await asyncio.gather(*futures)))
 
 
@@ -173,8 +172,7 @@ def test_keys_taken_by_a_flush_stay_readable_until_rocksdb_has_them(tmp_path: Pa
     assert cells.get(0, "Tcell") == [{"n": 3}, None]
 
     async def rest() -> None:
-        await cells.write_ahead(Producer(), writes)
-        await cells.write(Producer(), writes)
+        await cells.write(Producer(), writes, await cells.write_ahead(Producer(), writes))
 
     asyncio.run(rest())
     assert cells.flushing == {} and store.value(0, "Tcell") == [{"n": 2}, None]
