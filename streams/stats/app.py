@@ -169,8 +169,7 @@ std_topics = app.topic(*[f"std.{d}{SUFFIX}" for d in SOURCE_DATASETS], TICKS, ke
                        partitions=PARTITIONS)
 statements_topic = app.topic(f"stats.statements{SUFFIX}", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                              partitions=PARTITIONS, internal=True)
-stat_topics = {name: app.topic(f"stat.{name}{SUFFIX}", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-               for name in core.STAT_DATASETS}
+STAT_TOPICS = {name: f"stat.{name}{SUFFIX}" for name in core.STAT_DATASETS}
 dlq_topic = app.topic(f"dlq.stats{SUFFIX}", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 ledger = app.Table("stats-ledger", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS))
 cells = app.Table("stats-cells", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS),
@@ -288,7 +287,7 @@ async def contribute(stream: Any) -> None:
             await _contribute(event)
             ONE.hold(event)
             if ONE.due():
-                await flush()
+                await flush_behind()
         except Exception as exc:  # noqa: BLE001 - see _fatal
             _fatal(exc, "contribute")
 
@@ -413,6 +412,32 @@ async def flush() -> None:
         await _flush_stage_two()
 
 
+_behind: asyncio.Future[None] | None = None  # the flush an agent started and did not wait for
+
+
+async def flush_behind() -> None:
+    """Start a flush and go on while it waits for the broker; wait only for the one started before.
+
+    An agent that awaited its own flush sat idle through two or three broker round trips per
+    flush (a quarter of the worker's time). Going on is safe: a flush takes its events and table
+    writes together before it awaits anything, later events read the taken writes until RocksDB has
+    them (``BufferedTable.flushing``), and flushes run one at a time, so acks stay in order. At most
+    one flush is in flight and one filling, so memory stays bounded.
+    """
+    global _behind
+    if _behind is not None and not _behind.done():
+        await asyncio.shield(_behind)  # both agents may wait for it: neither may cancel it
+    _behind = asyncio.ensure_future(_flush_or_stop())
+    await asyncio.sleep(0)  # let it take what is held now, so that ``due`` starts counting again
+
+
+async def _flush_or_stop() -> None:
+    try:
+        await flush()
+    except Exception as exc:  # noqa: BLE001 - see _fatal
+        _fatal(exc, "flush")
+
+
 async def _flush_stage_one() -> None:
     """Send the statements, then write the ledger, then ack stage 1's events.
 
@@ -450,8 +475,9 @@ async def _flush_stage_two() -> None:
         record = stat_record(cell, totals, pos, ts)
         dataset = cell[0]
         key = record_key(cell[1], list(cell[2:]))
-        # Forced: an attached send would wait for the commit, which waits for this ack.
-        futures.append(await stat_topics[dataset].send(key=key, value=codec().encode(dataset, record), force=True))
+        # Straight to the producer, as the tables' writes: partitioned by key as Faust's topic send
+        # does (no partition given), without its per-message bookkeeping.
+        futures.append(await producer.send(STAT_TOPICS[dataset], key, codec().encode(dataset, record), None, None, None))
         metrics.RECORDS_OUT.labels(stage=STAGE, org=cell[1], dataset=dataset).inc()
     await asyncio.gather(*futures)
     CELLS.persisted(list(await asyncio.gather(*changelog)))
@@ -496,7 +522,7 @@ async def total(stream: Any) -> None:
             LAG.stage_two_event(app.consumer, part, event.message.offset)
             PENDING.hold(event)
             if PENDING.due():
-                await flush()
+                await flush_behind()
         except Exception as exc:  # noqa: BLE001 - see _fatal
             _fatal(exc, "total")
 

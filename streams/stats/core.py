@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import orjson
+
 from hip.conformance import plan_for, to_days, to_ms
 from hip.conformance import check as conformance_check
 
@@ -540,8 +542,7 @@ def roll(source: str, dataset: str, org: str, entry: Entry, window: Window) -> P
 
 def encode_group(ts: int, statements: Sequence[Statement]) -> bytes:
     """One record version's statements for one partition, as they travel: ``[source_ts, items]``."""
-    items = [[st.cell, st.source, st.position, st.measures] for st in statements]
-    return json.dumps([ts, items], ensure_ascii=False, separators=(",", ":")).encode()
+    return orjson.dumps([ts, [[st.cell, st.source, st.position, st.measures] for st in statements]])
 
 
 def join_groups(groups: Sequence[bytes]) -> bytes:
@@ -551,7 +552,7 @@ def join_groups(groups: Sequence[bytes]) -> bytes:
 
 def statement_groups(value: bytes) -> list[tuple[int, list[Statement]]]:
     """The groups of a statements message (a message of one bare group, as sent per event before, too)."""
-    groups = json.loads(value)
+    groups = orjson.loads(value)
     if groups and isinstance(groups[0], int):
         groups = [groups]
     return [(int(ts), [Statement(cell, source, position, {k: int(v) for k, v in measures.items()})

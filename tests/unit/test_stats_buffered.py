@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import rocksdict
 
-from streams.stats.buffered import BufferedTable, encode_wal, wal_key
+from streams.stats.buffered import BufferedTable, encode_key, encode_wal, wal_key
 
 TOPIC = "hip-stats-stats-cells-changelog"
 
@@ -26,7 +26,7 @@ class Store:
         self.partition = 0  # the partition of the event being processed
 
     def _encode_key(self, key: str) -> bytes:
-        return json.dumps(key).encode()
+        return encode_key(key)
 
     def _encode_value(self, value: Any) -> bytes:
         return json.dumps(value).encode()
@@ -177,3 +177,12 @@ def test_keys_taken_by_a_flush_stay_readable_until_rocksdb_has_them(tmp_path: Pa
     asyncio.run(rest())
     assert cells.flushing == {} and store.value(0, "Tcell") == [{"n": 2}, None]
     assert cells.get(0, "Tcell") == [{"n": 3}, None]
+
+
+def test_keys_are_encoded_as_faust_encodes_them() -> None:
+    """RocksDB lookups and changelog compaction match keys by their bytes."""
+    from faust.serializers.registry import Registry
+
+    faust_keys = Registry(key_serializer="json", value_serializer="json")
+    for key in ["W3", '["63","440101","门诊",1]', '["4","440101","R1"]\x1f["61",""]', "引号\"\\"]:
+        assert encode_key(key) == faust_keys.dumps_key(str, key, serializer="json")
