@@ -22,6 +22,7 @@ in the same session: ``make bench`` runs both).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import time
 import uuid
@@ -102,6 +103,7 @@ def main() -> None:
     log = settings.var / "logs" / f"stats-bench-{tag}.log"
     worker = isolated.start_worker(suffix, app_id, datasets, PARTITIONS, SIMULATED_WINDOW, log)
     first = last = 0.0
+    cpu_first = cpu_last = 0.0
     peak_kib = st_end = 0
     try:
         deadline = time.time() + args.timeout
@@ -114,9 +116,9 @@ def main() -> None:
                 continue
             (std_done, std_end), (st_done, st_end) = std_offsets, st_offsets
             if std_done and not first:
-                first = time.time()
+                first, cpu_first = time.time(), _cpu_seconds(worker.pid)
             if std_done == std_end and st_done == st_end:
-                last = time.time()
+                last, cpu_last = time.time(), _cpu_seconds(worker.pid)
                 break
         if not last:
             raise SystemExit(f"the worker did not finish in {args.timeout:.0f} s (exit {worker.poll()}); see {log}")
@@ -132,11 +134,25 @@ def main() -> None:
     seconds = last - first
     print(f"\nstatistics worker through Kafka, {len(messages)} standard records of {args.events} simulated "
           f"events of vendor {args.vendor}; machine: {machine()}\n")
-    print(f"{'records':>8} {'statements msgs':>15} {'seconds':>8} {'records/s':>10} {'peak memory':>12}")
-    print(f"{len(messages):>8} {st_end:>15} {seconds:>8.1f} {len(messages) / seconds:>10.0f} "
-          f"{peak_kib / 1024:>8.0f} MiB")
+    cpu = cpu_last - cpu_first
+    print(f"{'records':>8} {'statements msgs':>15} {'seconds':>8} {'records/s':>10} {'CPU s':>6} "
+          f"{'CPU µs/record':>13} {'peak memory':>12}")
+    print(f"{len(messages):>8} {st_end:>15} {seconds:>8.1f} {len(messages) / seconds:>10.0f} {cpu:>6.1f} "
+          f"{cpu / len(messages) * 1e6:>13.0f} {peak_kib / 1024:>8.0f} MiB")
+    print("\nCPU: the worker process's user + system time over the same span (all its threads); the "
+          "rest of the span it waited. On a shared machine CPU µs/record is what the statistics cost "
+          "the other stages.")
     print("\ncompare records/s with the normalizer worker's events/s (streams.bench_normalizer) "
           "in the same session.")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``/proc/<pid>/stat``, fields 14 and 15)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _vm_hwm_kib(pid: int) -> int:

@@ -31,7 +31,7 @@ registry, and this was a tenth of the worker's time.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import rocksdict
@@ -55,6 +55,42 @@ def encode_key(key: str) -> bytes:
 
 def encode_value(value: Any) -> bytes:
     return orjson.dumps(value)
+
+
+class Sent(NamedTuple):
+    partition: int
+    offset: int  # of the last message of a batch
+
+
+async def send_batches(producer: Any, topic: str, partition: int, items: dict[bytes, bytes]) -> list[Any]:
+    """Send keys and values to one partition in record batches built here; returns awaitables of ``Sent``.
+
+    Faust's ``send`` made a future and a bookkeeping entry per message: with several changelog
+    messages per standard record that was a tenth of the worker's time. The batches go through the
+    producer's own queue, in order with its other sends to the partition.
+    """
+    kafka = producer._ensure_producer()  # aiokafka's producer under Faust's
+    sent: list[Any] = []
+    batch, count = kafka.create_batch(), 0
+    for key, value in items.items():
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            sent.append(await _send_batch(kafka, batch, topic, partition, count))
+            batch, count = kafka.create_batch(), 0
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"{topic}: a value of {len(value)} bytes does not fit in a record batch")
+        count += 1
+    if count:
+        sent.append(await _send_batch(kafka, batch, topic, partition, count))
+    return sent
+
+
+async def _send_batch(kafka: Any, batch: Any, topic: str, partition: int, count: int) -> Any:
+    async def last_offset() -> Sent:
+        meta = await batch_sent  # the offset of the batch's first message
+        return Sent(meta.partition, meta.offset + count - 1)
+
+    batch_sent = await kafka.send_batch(batch, topic, partition=partition)
+    return asyncio.ensure_future(last_offset())
 
 
 def encode_wal(items: dict[bytes, bytes]) -> bytes:
@@ -135,8 +171,7 @@ class BufferedTable:
             self.flushing.pop(p, None)
         futures = []
         for p, items in encoded.items():
-            for k, v in items.items():
-                futures.append(await producer.send(topic, k, v, p, None, None))
+            futures += await send_batches(producer, topic, p, items)
         return futures
 
     def persisted(self, results: list[Any]) -> None:
