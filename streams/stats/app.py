@@ -45,6 +45,7 @@ import zlib
 import logging
 import os
 import time
+from collections import Counter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -234,6 +235,7 @@ class _StageOne(_Held):
         super().__init__()
         self.groups: dict[int, list[bytes]] = {}  # statements partition -> encoded [ts, items]
         self.bytes = 0
+        self.counted: Counter[tuple[str, str]] = Counter()  # events in by (org, system), for the metrics
 
     def add(self, statements: list[core.Statement], ts: int) -> None:
         groups: dict[int, list[core.Statement]] = {}
@@ -316,7 +318,7 @@ async def _contribute(event: Any) -> None:
     except (KeyError, TypeError, ValueError) as exc:
         await _dead_letter(event, "stats.contribution", f"{type(exc).__name__}: {exc}")
         return
-    metrics.EVENTS_IN.labels(stage=STAGE, org=org, system=str(record.get("source_system"))).inc()
+    ONE.counted[(org, str(record.get("source_system")))] += 1
     old = LEDGER.get(part, source)
     p = core.plan(source, core.Entry.from_json(old) if old else None, core.version(record), new,
                   fields=core.window_fields(dataset, record), window=window, partition=part)
@@ -458,6 +460,9 @@ async def _flush_stage_one() -> None:
     changelog = await LEDGER.write(producer, writes, {})
     LEDGER.persisted(list(await asyncio.gather(*changelog)))
     await ONE.ack(events)
+    counted, ONE.counted = ONE.counted, Counter()
+    for (org, system), n in counted.items():  # one metrics update per label set and flush, not per event
+        metrics.EVENTS_IN.labels(stage=STAGE, org=org, system=system).inc(n)
 
 
 async def _flush_stage_two() -> None:
@@ -470,6 +475,7 @@ async def _flush_stage_two() -> None:
     producer = await app.maybe_start_producer()
     changelog = await CELLS.write(producer, writes, await CELLS.write_ahead(producer, writes))
     futures = []
+    out: Counter[tuple[str, str]] = Counter()
     for cell_text, (totals, pos, ts) in dirty.items():
         cell = core.parse_cell(cell_text)
         record = stat_record(cell, totals, pos, ts)
@@ -478,8 +484,10 @@ async def _flush_stage_two() -> None:
         # Straight to the producer, as the tables' writes: partitioned by key as Faust's topic send
         # does (no partition given), without its per-message bookkeeping.
         futures.append(await producer.send(STAT_TOPICS[dataset], key, codec().encode(dataset, record), None, None, None))
-        metrics.RECORDS_OUT.labels(stage=STAGE, org=cell[1], dataset=dataset).inc()
+        out[(cell[1], dataset)] += 1
     await asyncio.gather(*futures)
+    for (org, dataset), n in out.items():
+        metrics.RECORDS_OUT.labels(stage=STAGE, org=org, dataset=dataset).inc(n)
     CELLS.persisted(list(await asyncio.gather(*changelog)))
     await PENDING.ack(events)
     metrics.BATCH_SIZE.labels(stage=STAGE).observe(len(events))

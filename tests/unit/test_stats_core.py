@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
-from typing import Any
 from decimal import Decimal
+from typing import Any
 
 from streams.stats import core
 from streams.stats.core import (ADMISSION, BED_USAGE, FEE, INPATIENT, OUTPATIENT, QUALITY, Ledger, Window,
@@ -286,3 +287,11 @@ def test_a_flush_must_not_land_its_ledger_without_its_statements() -> None:
     assert plan("r", v2.entry, "p1", {("B",): {"n": 1}}).stale
     lost = _flushed(plan("r", v2.entry, "p2", {("C",): {"n": 1}}).statements, dict(folded))
     assert lost != expected and core.cell_id(("A",)) in lost
+
+
+def test_source_refs_keep_the_bytes_the_ledger_was_keyed_by() -> None:
+    """The ledger's keys were written by json.dumps(ensure_ascii=False, compact): they must not change."""
+    for key in [["R1", 3], ["门诊", None], ['引"号\\', "\x00\x1f\x7f\u2028", "😀"], [12.5, "/"]]:
+        expected = json.dumps(["4", ORG, *[None if v is None else str(v) for v in key]],
+                              ensure_ascii=False, separators=(",", ":"))
+        assert core.source_ref("4", ORG, key) == expected
