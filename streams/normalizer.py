@@ -111,6 +111,7 @@ def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappi
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=False,
+        Monitor=faust_fixes.QuietMonitor,  # Faust's per-message statistics: see streams/faust_fixes.py
         topic_disable_leader=True,
         store="memory://",
         datadir=str(load_settings().faust_datadir("normalizer", cfg.group)),  # made even with no tables
@@ -136,7 +137,7 @@ def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappi
     state.subscribed_at.update({t: now for t in topics})
     # The list object is shared with the iterator clone Faust registers with its conductor, so
     # extending it in place changes what the next resubscription asks for.
-    source = app.topic(*topics, key_serializer="raw", value_serializer="raw", acks=True)
+    source = app.topic(*topics, schema=faust_fixes.RawSchema(), key_serializer="raw", value_serializer="raw", acks=True)
     subscribed = frozenset(topics)
 
     out = BatchProducer(bootstrap, cfg)

@@ -152,6 +152,7 @@ app = _StatsApp(
     topic_replication_factor=1,
     processing_guarantee="at_least_once",
     web_enabled=False,
+    Monitor=faust_fixes.QuietMonitor,  # Faust's per-message statistics: see streams/faust_fixes.py
     producer_linger=0.005,
     stream_buffer_maxsize=4096,
     # Per partition fetched. Stage 1 reads every standard topic: a hundred partitions with data
@@ -164,14 +165,19 @@ app = _StatsApp(
     producer_max_request_size=buffered.MESSAGE_BYTES,
 )
 TICKS = f"stats.ticks{SUFFIX}"
-ticks_topic = app.topic(TICKS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                        partitions=PARTITIONS, internal=True)
-std_topics = app.topic(*[f"std.{d}{SUFFIX}" for d in SOURCE_DATASETS], TICKS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                       partitions=PARTITIONS)
-statements_topic = app.topic(f"stats.statements{SUFFIX}", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                             partitions=PARTITIONS, internal=True)
+
+
+def _raw_topic(*names: str, **options: Any) -> Any:
+    """A topic of bytes the worker decodes itself (read without Faust's codecs: faust_fixes, fix 5)."""
+    return app.topic(*names, schema=faust_fixes.RawSchema(), key_type=bytes, value_type=bytes,
+                     key_serializer="raw", value_serializer="raw", **options)
+
+
+ticks_topic = _raw_topic(TICKS, partitions=PARTITIONS, internal=True)
+std_topics = _raw_topic(*[f"std.{d}{SUFFIX}" for d in SOURCE_DATASETS], TICKS, partitions=PARTITIONS)
+statements_topic = _raw_topic(f"stats.statements{SUFFIX}", partitions=PARTITIONS, internal=True)
 STAT_TOPICS = {name: f"stat.{name}{SUFFIX}" for name in core.STAT_DATASETS}
-dlq_topic = app.topic(f"dlq.stats{SUFFIX}", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+dlq_topic = _raw_topic(f"dlq.stats{SUFFIX}")
 ledger = app.Table("stats-ledger", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS))
 cells = app.Table("stats-cells", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS),
                   extra_topic_configs={"max.message.bytes": str(buffered.MESSAGE_BYTES)})

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from mode import Service
 
-from streams.faust_fixes import DurableBuffer, _stop_flow, _wait_first
+from streams.faust_fixes import DurableBuffer, QuietMonitor, _stop_flow, _wait_first
 
 
 def _message(gate: asyncio.Event, sent: list[str], name: str) -> Any:
@@ -232,3 +232,35 @@ def test_stop_flow_from_another_thread_interrupts_on_the_fetch_loop() -> None:
         assert cancelled == [True]
 
     asyncio.run(main())
+
+
+def test_the_quiet_monitor_keeps_no_per_message_state_and_is_what_the_apps_use() -> None:
+    import faust
+
+    from streams import normalizer
+
+    monitor = QuietMonitor()
+    tp, message, stream = SimpleNamespace(topic="t", partition=0), SimpleNamespace(time_in=None), object()
+    monitor.on_message_in(tp, 1, message)
+    state = monitor.on_stream_event_in(tp, 1, stream, object())
+    monitor.on_stream_event_out(tp, 1, stream, object(), state)
+    monitor.on_message_out(tp, 1, message)
+    monitor.on_send_completed(None, monitor.on_send_initiated(None, "t", None, 1, 1), None)
+    assert monitor.messages_received_total == 0 and monitor.events_total == 0 and not monitor.events_runtime
+    assert message.time_in is None and not monitor.stream_lookup
+    assert monitor.messages_sent == 0 and not monitor.send_latency
+
+    app, _ = normalizer.build_app(normalizer.NormalizerConfig(), "localhost:1", None, None, ["raw.x"],  # type: ignore[arg-type]
+                                  discover=False)
+    assert isinstance(app, faust.App) and isinstance(app.monitor, QuietMonitor)
+
+
+def test_the_raw_schema_makes_events_from_the_message_bytes() -> None:
+    from streams.faust_fixes import RawSchema
+
+    made: list[tuple[Any, ...]] = []
+    app = SimpleNamespace(create_event=lambda *args: made.append(args) or args)
+    decode = RawSchema(key_serializer="raw", value_serializer="raw").compile(app)
+    for key, value in [(b"k", b"\x00\x01v"), (None, b"v"), (b"k", None)]:
+        message = SimpleNamespace(key=key, value=value, headers=[("h", b"1")])
+        assert asyncio.run(decode(message)) == (key, value, [("h", b"1")], message)
