@@ -18,13 +18,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import psycopg2
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from hip.proc import peak_rss_kib
 from hip.settings import ROOT, load_settings
 from sinks.core.batch import Change, fold
 from sinks.core.copy import RowEncoder
@@ -44,14 +44,6 @@ class Figure:
     @property
     def rate(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
-
-
-def _vm_hwm_kib(pid: int) -> int:
-    """A running process's peak resident memory (``VmHWM``), in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -167,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.perf_counter() - started
         # The worker's own high-water mark (getrusage's RUSAGE_CHILDREN is the largest child the
         # benchmark ever waited for, whichever it was: it read 301 MiB while the worker peaked at 113).
-        peak_mb = _vm_hwm_kib(proc.pid) / 1024
+        peak_mb = peak_rss_kib(proc.pid) / 1024
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         figures.append(Figure("sink worker from Kafka (incl. start-up)", len(records), elapsed,

@@ -25,6 +25,7 @@ from pathlib import Path
 import click
 from prometheus_client.parser import text_string_to_metric_families
 
+from hip.proc import peak_rss_kib
 from hip.settings import ROOT, Settings, load_settings
 
 HIP = str(Path(sys.executable).with_name("hip"))
@@ -112,13 +113,10 @@ def wait_idle(s: Settings, quiet: float = 8.0, limit: float = 1800.0) -> float:
 def peak_rss_mib(name: str) -> str:
     pid_file = load_settings().var / "run" / f"{name}.pid"
     try:
-        pid = pid_file.read_text().strip()
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return f"{int(line.split()[1]) / 1024:.0f}"
+        peak = peak_rss_kib(pid_file.read_text().strip())
     except OSError:
-        pass
-    return "-"
+        return "-"
+    return f"{peak / 1024:.0f}" if peak else "-"
 
 
 @dataclass

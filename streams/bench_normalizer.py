@@ -17,14 +17,14 @@ import asyncio
 import io
 import json
 import os
-import platform
 import struct
 import time
 import uuid
 from typing import Any
 
-from hip.settings import load_settings
 from hip.codec import FramedEncoder
+from hip.proc import machine
+from hip.settings import load_settings
 from streams.core.mapping import load_mappings
 from streams.core.normalize import StandardRecord, normalize
 from streams.normalizer_events import workload_events
@@ -40,19 +40,6 @@ def org_of(mappings: Any, vendor: str) -> str:
         if hospital.profile == VENDORS[vendor]:
             return str(org)
     raise SystemExit(f"no hospital with profile {VENDORS[vendor]} in streams/mappings/hospitals")
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown"
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, load average {load}"
 
 
 class _LocalCodec:

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import time
 from typing import Any, Callable
 
 from hip.catalogue import Catalogue, load_catalogue
 from hip.codec import FramedEncoder
+from hip.proc import machine
 from hip.records import header_findings
 from streams.stats import core
 from streams.stats.decode import StatsDecoder
@@ -58,20 +57,6 @@ class LocalCodec:
 
     def _load_writer(self, schema_id: int) -> tuple[str, Any]:
         return self._writers[schema_id]
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, load average {load}"
 
 
 def hospital(mappings: Any, vendor: str) -> str:

@@ -22,20 +22,19 @@ in the same session: ``make bench`` runs both).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from hip.codec import Codec, FramedEncoder
+from hip.proc import cpu_seconds, machine, peak_rss_kib
 from hip.settings import load_settings
 from streams.stats import core, isolated
-from streams.stats.bench import SIMULATED_WINDOW, machine
+from streams.stats.bench import SIMULATED_WINDOW
 
 PARTITIONS = 6
 
@@ -109,16 +108,16 @@ def main() -> None:
         deadline = time.time() + args.timeout
         while time.time() < deadline and worker.poll() is None:
             time.sleep(0.5)
-            peak_kib = max(peak_kib, _vm_hwm_kib(worker.pid))
+            peak_kib = max(peak_kib, peak_rss_kib(worker.pid))
             std_offsets = committed_and_end(bootstrap, app_id, std)
             st_offsets = committed_and_end(bootstrap, app_id, internal[:1])
             if std_offsets is None or st_offsets is None:
                 continue
             (std_done, std_end), (st_done, st_end) = std_offsets, st_offsets
             if std_done and not first:
-                first, cpu_first = time.time(), _cpu_seconds(worker.pid)
+                first, cpu_first = time.time(), cpu_seconds(worker.pid)
             if std_done == std_end and st_done == st_end:
-                last, cpu_last = time.time(), _cpu_seconds(worker.pid)
+                last, cpu_last = time.time(), cpu_seconds(worker.pid)
                 break
         if not last:
             raise SystemExit(f"the worker did not finish in {args.timeout:.0f} s (exit {worker.poll()}); see {log}")
@@ -144,25 +143,6 @@ def main() -> None:
           "the other stages.")
     print("\ncompare records/s with the normalizer worker's events/s (streams.bench_normalizer) "
           "in the same session.")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (``/proc/<pid>/stat``, fields 14 and 15)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _vm_hwm_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 if __name__ == "__main__":

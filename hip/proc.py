@@ -1,0 +1,47 @@
+"""What the benchmarks read of a process and of this machine, from ``/proc``."""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def status_kib(pid: int | str, field: str) -> int:
+    """A memory line of ``/proc/<pid>/status`` (``VmHWM``: peak resident, ``VmRSS``: resident), in
+    KiB; 0 for a process that is gone or has no such line (a zombie)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss_kib(pid: int | str) -> int:
+    return status_kib(pid, "VmHWM")
+
+
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU time of a process so far, all its threads (``/proc/<pid>/stat``, fields
+    14 and 15); 0.0 for a process that is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> str:
+    """CPU model, cores, Python and load average: the line every benchmark table starts with."""
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, load average {load}"
