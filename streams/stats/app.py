@@ -458,7 +458,7 @@ async def _flush_stage_one() -> None:
         return
     # Taken together, before anything awaits: the agent goes on while this flush waits.
     messages, events = ONE.take()
-    writes = LEDGER.encode(LEDGER.take())
+    writes = LEDGER.take()
     producer = await app.maybe_start_producer()
     topic = statements_topic.get_topic_name()
     await asyncio.gather(*[await producer.send(topic, str(p).encode(), value, p, None, None)
@@ -476,7 +476,7 @@ async def _flush_stage_two() -> None:
         return
     # Taken together, before anything awaits: the agent goes on while this flush waits.
     dirty, events = PENDING.take()
-    writes = CELLS.encode(CELLS.take())
+    writes = CELLS.take()
     started = time.perf_counter()
     producer = await app.maybe_start_producer()
     changelog = await CELLS.write(producer, writes, await CELLS.write_ahead(producer, writes))

@@ -111,7 +111,7 @@ class BufferedTable:
         self.write_ahead_records = write_ahead
         self.dirty: dict[int, dict[str, Any]] = {}
         self.flushing: dict[int, dict[str, Any]] = {}  # taken by a flush, not yet in RocksDB
-        self.sizes: dict[tuple[int, str], int] = {}
+        self.encoded: dict[int, dict[str, bytes]] = {}  # the pending writes' values as they will be written
         self.bytes = 0  # approximate size of the pending writes (keys + JSON values)
 
     def get(self, partition: int, key: str) -> Any:
@@ -124,21 +124,19 @@ class BufferedTable:
 
     def set(self, partition: int, key: str, value: Any) -> None:
         self.dirty.setdefault(partition, {})[key] = value
-        size = len(key) + len(encode_value(value))
-        self.bytes += size - self.sizes.get((partition, key), 0)
-        self.sizes[(partition, key)] = size
+        encoded = self.encoded.setdefault(partition, {})
+        raw = encode_value(value)  # once: it sizes the write now and is what the flush writes
+        before = encoded.get(key)
+        self.bytes += len(raw) - (len(before) if before is not None else -len(key))
+        encoded[key] = raw
 
-    def take(self) -> dict[int, dict[str, Any]]:
-        """The writes since the last flush, for the next one (one flush at a time)."""
+    def take(self) -> dict[int, dict[bytes, bytes]]:
+        """The writes since the last flush, encoded, for the next one (one flush at a time)."""
         assert not self.flushing, "the previous flush has not written its keys"
-        dirty, self.dirty = self.dirty, {}
-        self.flushing = dirty
-        self.sizes.clear()
+        self.flushing, self.dirty = self.dirty, {}
+        encoded, self.encoded = self.encoded, {}
         self.bytes = 0
-        return dirty
-
-    def encode(self, dirty: dict[int, dict[str, Any]]) -> dict[int, dict[bytes, bytes]]:
-        return {p: {encode_key(k): encode_value(v) for k, v in items.items()} for p, items in dirty.items()}
+        return {p: {encode_key(k): v for k, v in items.items()} for p, items in encoded.items()}
 
     async def write_ahead(self, producer: Any, encoded: dict[int, dict[bytes, bytes]]) -> dict[int, bytes]:
         """Each partition's write-ahead record, acknowledged by the broker; returns them for ``write``."""

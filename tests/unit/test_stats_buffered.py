@@ -114,7 +114,7 @@ def store_of(tmp_path: Path, write_ahead: bool = True) -> tuple[BufferedTable, S
 
 async def flush(cells: BufferedTable, producer: Producer) -> None:
     """What the worker's flush does with the table, in order."""
-    writes = cells.encode(cells.take())
+    writes = cells.take()
     futures = await cells.write(producer, writes, await cells.write_ahead(producer, writes))
     cells.persisted(list(await asyncio.gather(*futures)))
 
@@ -193,7 +193,7 @@ def test_keys_taken_by_a_flush_stay_readable_until_rocksdb_has_them(tmp_path: Pa
     cells.set(0, "Tcell", [{"n": 1}, None])
     asyncio.run(flush(cells, Producer()))
     cells.set(0, "Tcell", [{"n": 2}, None])
-    writes = cells.encode(cells.take())
+    writes = cells.take()
     assert store.value(0, "Tcell") == [{"n": 1}, None]  # RocksDB does not have it yet
     assert cells.get(0, "Tcell") == [{"n": 2}, None]
     cells.set(0, "Tcell", [{"n": 3}, None])  # folded meanwhile: for the next flush
