@@ -37,7 +37,7 @@ demo: up ## The main job: two simulated hospitals streamed into the warehouse, t
 demo-reset: ## Forget the demo's connectors, topics, warehouse rows and simulated hospitals
 	@bash deploy/reset-demo.sh
 
-bench: up ## Throughput and memory benchmarks, printed as tables (not part of make test)
+bench: up ## Throughput and memory benchmarks, printed as tables (not part of make test; resets the demo data)
 	@bash deploy/bench.sh
 
 scale: up ## Onboard a simulated fleet of all 66 hospitals with one apply and report

@@ -17,5 +17,5 @@ say "3/5 statistics: normalizer + statistics vs normalizer alone, in process"
 "$PY" -m streams.stats.bench
 say "4/5 statistics worker through Kafka: records/s (compare with the normalizer worker in 1/5)"
 "$PY" -m streams.stats.bench_worker
-say "5/5 end to end: sustained rate, latency at half load, catch-up, worker memory"
-"$PY" -m sinks.bench_e2e
+say "5/5 end to end, without then with the statistics worker (the demo data is reset before each)"
+"$PY" -m sinks.bench_e2e --statistics-cost

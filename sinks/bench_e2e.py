@@ -11,6 +11,11 @@ replication) through the real connectors, normalizer and sink, and prints one ta
   drain it;
 - peak memory (VmHWM) of every worker and service.
 
+With ``--statistics`` the statistics worker runs too. With ``--statistics-cost`` (what ``make
+bench`` runs) the demo data is reset (``make demo-reset``) and the pass runs without the statistics
+worker, then reset again and run with it: the table shows both side by side and the statistics'
+cost of the sustained and catch-up rates, the measure of the statistics issue.
+
 Numbers are printed, not asserted: compare them with the issue's targets yourself.
 """
 from __future__ import annotations
@@ -126,19 +131,21 @@ class Row:
     target: str
 
 
-@click.command()
-@click.option("--changes", default=40_000, show_default=True, help="Source changes for the sustained run.")
-@click.option("--half-seconds", default=60, show_default=True, help="Length of the half-load run.")
-@click.option("--catchup", default=1_000_000, show_default=True, help="Backlog size for the catch-up run.")
-def main(changes: int, half_seconds: int, catchup: int) -> None:
-    s = load_settings()
-    click.echo("setting up the demo hospitals, connectors and workers …")
+@dataclass
+class Run:
+    rows: list[Row]
+    sustained: float  # changes/s
+    catchup: float  # changes/s
+
+
+def measure(s: Settings, changes: int, half_seconds: int, catchup: int, workers: tuple[str, ...]) -> Run:
+    """One pass on the demo hospitals with ``workers`` running: sustained, half load, catch-up."""
     run([HIP, "warehouse", "migrate"])
     for vendor, db in HOSPITALS:
         run([HIP, "simulate", "create", "--vendor", vendor, "--db", db, "--if-missing"])
     run([HIP, "simulate", "grant"])
     run([HIP, "fleet", "apply"])
-    run(["bash", "deploy/up.sh", *WORKERS])
+    run(["bash", "deploy/up.sh", *workers])
     # Warm-up, not timed: a table's raw topic appears with its first change, and the normalizer
     # restarts to subscribe to it; after a reset that would fall inside the timed runs.
     wait_all(workload(3000, 0, 11))
@@ -164,12 +171,12 @@ def main(changes: int, half_seconds: int, catchup: int) -> None:
     wait_all(workload(max(1, int(rate * half_seconds)), rate, 202))
     wait_idle(s)
     after = latency_buckets(s)
-    rows.append(Row(f"latency at half load ({rate * len(HOSPITALS):,.0f} changes/s for {half_seconds} s)",
-                    f"p50 {quantile(0.5, before, after):.2f} s, p99 {quantile(0.99, before, after):.2f} s",
-                    "p99 ≤ 2 s"))
+    rows.append(Row(f"latency at half load ({half_seconds} s)",
+                    f"p50 {quantile(0.5, before, after):.2f} s, p99 {quantile(0.99, before, after):.2f} s "
+                    f"at {rate * len(HOSPITALS):,.0f}/s", "p99 ≤ 2 s"))
 
     # 3. catch-up
-    for name in WORKERS:
+    for name in workers:
         run(["bash", "-c", f"kill $(cat '{s.var}/run/{name}.pid') && rm -f '{s.var}/run/{name}.pid'"])
     time.sleep(3)
     per = catchup // len(HOSPITALS)
@@ -178,23 +185,58 @@ def main(changes: int, half_seconds: int, catchup: int) -> None:
     backlog_seconds = time.time() - t0
     time.sleep(10)  # let capture finish writing the raw topics: the backlog is what the workers face
     t0 = time.time()
-    run(["bash", "deploy/up.sh", *WORKERS])
-    written0 = 0.0
+    run(["bash", "deploy/up.sh", *workers])
     t_end = wait_idle(s, quiet=15)
-    drained = sink_written(s) - written0
+    drained = sink_written(s)  # the sink restarted: its counter started at zero
+    rate_catchup = per * len(HOSPITALS) / (t_end - t0)
     rows += [Row("catch-up backlog made", f"{per * len(HOSPITALS):,} changes in {backlog_seconds:.0f} s", ""),
              Row("catch-up drain (workers start → idle)",
-                 f"{t_end - t0:.0f} s, {per * len(HOSPITALS) / (t_end - t0):,.0f} changes/s "
-                 f"({drained:,.0f} warehouse rows)", "≥ 10,000 events/s")]
+                 f"{t_end - t0:.0f} s, {rate_catchup:,.0f} changes/s ({drained:,.0f} warehouse rows)",
+                 "≥ 10,000 events/s")]
 
     for name in ("normalizer", "sink", "stats", "poller", "exporter", "connect", "kafka", "registry"):
         rows.append(Row(f"peak memory: {name}", f"{peak_rss_mib(name)} MiB", "< 300 MiB" if name in
                         ("normalizer", "sink", "stats", "poller", "exporter") else ""))
+    return Run(rows, sustained, rate_catchup)
 
-    width = max(len(r.what) for r in rows)
-    click.echo(f"\n{'measure':{width}}  {'result':48}  target")
-    for r in rows:
-        click.echo(f"{r.what:{width}}  {r.value:48}  {r.target}")
+
+def print_table(header: list[str], lines: list[list[str]]) -> None:
+    widths = [max(len(x) for x in col) for col in zip(header, *lines)]
+    for line in [header, *lines]:
+        click.echo("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip())
+
+
+def reset_demo() -> None:
+    click.echo("resetting the demo data (make demo-reset) so that both passes start alike …")
+    run(["bash", "deploy/reset-demo.sh"])
+
+
+@click.command()
+@click.option("--changes", default=40_000, show_default=True, help="Source changes for the sustained run.")
+@click.option("--half-seconds", default=60, show_default=True, help="Length of the half-load run.")
+@click.option("--catchup", default=1_000_000, show_default=True, help="Backlog size for the catch-up run.")
+@click.option("--statistics", "mode", flag_value="with", help="Run the statistics worker too.")
+@click.option("--statistics-cost", "mode", flag_value="pair",
+              help="Two passes, each after a demo reset: without, then with the statistics worker; "
+                   "prints both and the statistics' cost.")
+def main(changes: int, half_seconds: int, catchup: int, mode: str | None) -> None:
+    s = load_settings()
+    click.echo("setting up the demo hospitals, connectors and workers …")
+    if mode != "pair":
+        result = measure(s, changes, half_seconds, catchup, WORKERS + (("stats",) if mode == "with" else ()))
+        click.echo("")
+        print_table(["measure", "result", "target"], [[r.what, r.value, r.target] for r in result.rows])
+        return
+    reset_demo()
+    alone = measure(s, changes, half_seconds, catchup, WORKERS)
+    reset_demo()
+    both = measure(s, changes, half_seconds, catchup, WORKERS + ("stats",))
+    lines = [[a.what, a.value, b.value, a.target] for a, b in zip(alone.rows, both.rows)]
+    for what, x, y in (("sustained", alone.sustained, both.sustained), ("catch-up", alone.catchup, both.catchup)):
+        lines.append([f"statistics' cost of the {what} rate", "", f"{(1 - y / x) * 100:.0f}%", "< 20%"])
+    click.echo("")
+    print_table(["measure", "normalizer + sink", "+ statistics", "target"], lines)
+    click.echo("\nThe demo data was reset before each pass; run 'make demo' to start it again.")
 
 
 if __name__ == "__main__":
