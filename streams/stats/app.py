@@ -97,6 +97,7 @@ FLUSH_EVENTS = int(os.environ.get("HIP_STATS_FLUSH_EVENTS", "1000"))  # stage 1 
 # they are resumed: see StageTwoLag. A flush sends one message per statements partition, carrying
 # up to FLUSH_EVENTS events' statements: 50 messages are a few thousand events.
 MAX_LAG = int(os.environ.get("HIP_STATS_MAX_LAG", "50"))
+MAX_POLL_RECORDS = int(os.environ.get("HIP_STATS_MAX_POLL_RECORDS", "2000"))  # 0: Faust's default, no limit
 QUALITY = os.environ.get("HIP_STATS_QUALITY", "1") != "0"
 CATALOGUE = load_catalogue()
 _listed = [d for d in os.environ.get("HIP_STATS_DATASETS", "").split(",") if d]
@@ -158,6 +159,9 @@ app = _StatsApp(
     # Per partition fetched. Stage 1 reads every standard topic: a hundred partitions with data
     # in a catch-up, each fetching up to Faust's default 1 MiB ahead, held the process near 300 MiB.
     consumer_max_fetch_size=256 * 1024,
+    # Records handed over per poll. Faust's default is no limit: in a catch-up a poll unpacked what
+    # every partition had fetched, about 150,000 records (60 MiB of Python objects) alive at once.
+    broker_max_poll_records=MAX_POLL_RECORDS or None,
     # Stage 2's write-ahead record holds a whole flush of one partition: flushes stop at about
     # buffered.FLUSH_BYTES, but that counts characters, and a statements message may add its
     # writes on top. Room to spare, so that no flush can be too big to send (a changelog topic

@@ -95,7 +95,12 @@ def main() -> None:
         fut.result(30)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "partitioner": "murmur2_random"})
     for m in messages:
-        producer.produce(m.topic + suffix, m.value, m.key, headers=m.headers or None)
+        while True:
+            try:
+                producer.produce(m.topic + suffix, m.value, m.key, headers=m.headers or None)
+                break
+            except BufferError:  # the client's queue is full: let the broker take some first
+                producer.poll(0.5)
         producer.poll(0)
     assert producer.flush(60) == 0
 
