@@ -98,6 +98,7 @@ FLUSH_EVENTS = int(os.environ.get("HIP_STATS_FLUSH_EVENTS", "1000"))  # stage 1 
 # up to FLUSH_EVENTS events' statements: 50 messages are a few thousand events.
 MAX_LAG = int(os.environ.get("HIP_STATS_MAX_LAG", "50"))
 MAX_POLL_RECORDS = int(os.environ.get("HIP_STATS_MAX_POLL_RECORDS", "2000"))  # 0: Faust's default, no limit
+FETCH_KIB = int(os.environ.get("HIP_STATS_FETCH_KIB", "64"))  # fetched ahead per partition
 QUALITY = os.environ.get("HIP_STATS_QUALITY", "1") != "0"
 CATALOGUE = load_catalogue()
 _listed = [d for d in os.environ.get("HIP_STATS_DATASETS", "").split(",") if d]
@@ -107,11 +108,12 @@ SETTINGS = load_settings()
 APP_ID = os.environ.get("HIP_STATS_APP_ID", "hip-stats")
 # The tables live in RocksDB under var/ (Faust's memory store grew with every record remembered:
 # 352 MiB after 117,000 standard records). Small write buffers and caches keep the process bounded:
-# 2 tables × HIP_STD_PARTITIONS databases, each at most 2 × 2 MiB of memtables and a 4 MiB cache.
+# 2 tables × HIP_STD_PARTITIONS databases, each at most 2 × 1 MiB of memtables and a 1 MiB cache
+# (2 × 2 and 4 MiB made 96 MiB of the 339 a million-change catch-up reached).
 DATADIR = SETTINGS.faust_datadir("stats", APP_ID)
 # Copied per table: Faust pops keys from the options it is given.
-TABLE_OPTIONS = {"driver": "rocksdict", "write_buffer_size": 2 << 20, "max_write_buffer_number": 2,
-                 "block_cache_size": 4 << 20}
+TABLE_OPTIONS = {"driver": "rocksdict", "write_buffer_size": 1 << 20, "max_write_buffer_number": 2,
+                 "block_cache_size": 1 << 20}
 
 
 class _StatsApp(faust.App):
@@ -156,9 +158,10 @@ app = _StatsApp(
     Monitor=faust_fixes.QuietMonitor,  # Faust's per-message statistics: see streams/faust_fixes.py
     producer_linger=0.005,
     stream_buffer_maxsize=4096,
-    # Per partition fetched. Stage 1 reads every standard topic: a hundred partitions with data
-    # in a catch-up, each fetching up to Faust's default 1 MiB ahead, held the process near 300 MiB.
-    consumer_max_fetch_size=256 * 1024,
+    # Per partition fetched. Stage 1 reads every standard topic (66 × HIP_STD_PARTITIONS partitions)
+    # and in a catch-up each of them holds a fetch: Faust's default 1 MiB held the process near 300
+    # MiB with a hundred partitions, 256 KiB reached 361 MiB in a million-change catch-up.
+    consumer_max_fetch_size=FETCH_KIB * 1024,
     # Records handed over per poll. Faust's default is no limit: in a catch-up a poll unpacked what
     # every partition had fetched, about 150,000 records (60 MiB of Python objects) alive at once.
     broker_max_poll_records=MAX_POLL_RECORDS or None,
