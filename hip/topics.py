@@ -1,4 +1,5 @@
-"""Creating Kafka topics that may exist already: one place for the race every creator must allow."""
+"""Creating Kafka topics that may exist already (one place for the race every creator must allow),
+and loading many messages into them."""
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -32,3 +33,16 @@ def partition_count(bootstrap: str, topic: str, timeout: float = 30.0) -> int | 
 
     found = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=timeout).topics.get(topic)
     return len(found.partitions) if found is not None and not found.error else None
+
+
+def produce_waiting(producer: Any, topic: str, value: bytes | None, key: bytes | None = None,
+                    headers: Any = None) -> None:
+    """``producer.produce``, waiting while the client's local queue is full (it holds 100,000
+    messages by default; a benchmark loading more than that raised ``BufferError``)."""
+    while True:
+        try:
+            producer.produce(topic, value, key, headers=headers)
+            break
+        except BufferError:
+            producer.poll(0.5)
+    producer.poll(0)

@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from hip.proc import peak_rss_kib
 from hip.settings import ROOT, load_settings
+from hip.topics import produce_waiting
 from sinks.core.batch import Change, fold
 from sinks.core.copy import RowEncoder
 from sinks.core.sql import naive_upsert_sql
@@ -142,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20,
                              "batch.size": 1 << 20})
         for r in records:
-            producer.produce(topic, key=kafka_key(r), value=codec.encode(dataset, r))
-            producer.poll(0)
+            produce_waiting(producer, topic, codec.encode(dataset, r), kafka_key(r))
         producer.flush(60)
         proc = subprocess.Popen([sys.executable, "-m", "sinks.testing", schema, dataset, unique_name("bench")],
                                 cwd=ROOT, env={**os.environ, "HIP_SINK_BATCH": str(args.batch)})

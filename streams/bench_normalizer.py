@@ -78,13 +78,14 @@ def _produce_raw(bootstrap: str, events: list[Any], topics: list[str]) -> None:
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    from hip.topics import produce_waiting
+
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.create_topics([NewTopic(t, 1, 1) for t in topics]).values():
         fut.result()
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
     for k, v, t, _, _ in events:
-        producer.produce(t, key=k, value=v)
-        producer.poll(0)
+        produce_waiting(producer, t, v, k)
     producer.flush(60)
 
 

@@ -33,6 +33,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from hip.codec import Codec, FramedEncoder
 from hip.proc import cpu_seconds, machine, peak_rss_kib
 from hip.settings import load_settings
+from hip.topics import produce_waiting
 from streams.stats import core, isolated
 from streams.stats.bench import SIMULATED_WINDOW
 
@@ -95,13 +96,7 @@ def main() -> None:
         fut.result(30)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "partitioner": "murmur2_random"})
     for m in messages:
-        while True:
-            try:
-                producer.produce(m.topic + suffix, m.value, m.key, headers=m.headers or None)
-                break
-            except BufferError:  # the client's queue is full: let the broker take some first
-                producer.poll(0.5)
-        producer.poll(0)
+        produce_waiting(producer, m.topic + suffix, m.value, m.key, m.headers or None)
     assert producer.flush(60) == 0
 
     log = settings.var / "logs" / f"stats-bench-{tag}.log"
