@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 
 def status_kib(pid: int | str, field: str) -> int:
@@ -45,3 +46,24 @@ def machine() -> str:
         pass
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, load average {load}"
+
+
+def trim_heap() -> bool:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim(0)``).
+
+    After a burst (a catch-up), glibc keeps the memory Python and RocksDB freed: a long-running
+    worker's resident size then stays at its high-water mark. False where there is no glibc."""
+    global _libc
+    if _libc is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _libc.malloc_trim  # noqa: B018 - musl and macOS have none
+        except (OSError, AttributeError):
+            _libc = False
+    return bool(_libc and _libc.malloc_trim(0))
+
+
+_libc: Any = None  # the C library once loaded; False: no malloc_trim here

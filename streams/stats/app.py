@@ -55,6 +55,7 @@ from hip import metrics
 from hip.catalogue import load_catalogue
 from hip.codec import codec_from_settings
 from hip.errors import RecordError
+from hip.proc import trim_heap
 from hip.records import header_findings, record_key
 from hip.settings import load_settings
 from streams import faust_fixes
@@ -99,6 +100,7 @@ FLUSH_EVENTS = int(os.environ.get("HIP_STATS_FLUSH_EVENTS", "1000"))  # stage 1 
 MAX_LAG = int(os.environ.get("HIP_STATS_MAX_LAG", "50"))
 MAX_POLL_RECORDS = int(os.environ.get("HIP_STATS_MAX_POLL_RECORDS", "2000"))  # 0: Faust's default, no limit
 FETCH_KIB = int(os.environ.get("HIP_STATS_FETCH_KIB", "64"))  # fetched ahead per partition
+TRIM_SECONDS = float(os.environ.get("HIP_STATS_TRIM_SECONDS", "5"))  # 0: never hand freed memory back
 QUALITY = os.environ.get("HIP_STATS_QUALITY", "1") != "0"
 CATALOGUE = load_catalogue()
 _listed = [d for d in os.environ.get("HIP_STATS_DATASETS", "").split(",") if d]
@@ -566,6 +568,13 @@ async def flush_idle() -> None:
             await flush()
     except Exception as exc:  # noqa: BLE001 - see _fatal
         _fatal(exc, "flush")
+
+
+@app.timer(interval=TRIM_SECONDS or 3600.0)
+async def trim() -> None:
+    """Hand the memory freed since the last run back to the system (``hip.proc.trim_heap``)."""
+    if TRIM_SECONDS:
+        trim_heap()
 
 
 def _create_ticks_topic() -> None:
