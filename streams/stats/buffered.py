@@ -31,7 +31,7 @@ registry, and this was a tenth of the worker's time.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import orjson
 import rocksdict
@@ -121,6 +121,17 @@ class BufferedTable:
                 return pending[key]
         raw = self.table.data._db_for_partition(partition).get(encode_key(key))
         return None if raw is None else orjson.loads(raw)
+
+    def items(self, partition: int) -> Iterator[tuple[str, Any]]:
+        """The keys and values of one partition's RocksDB database, read as they are needed.
+
+        A consistent view: writes made while the iteration runs are not seen. Neither are the
+        writes not flushed yet (flush first). Faust's own ``table.items()`` would read every
+        partition's database.
+        """
+        for raw_key, raw in self.table.data._db_for_partition(partition).items():
+            if raw_key[:1] == b'"':  # the table's keys are JSON strings; Faust keeps its offset under a key of its own
+                yield orjson.loads(raw_key), orjson.loads(raw)
 
     def set(self, partition: int, key: str, value: Any) -> None:
         self.dirty.setdefault(partition, {})[key] = value

@@ -214,3 +214,22 @@ def test_keys_are_encoded_as_faust_encodes_them() -> None:
     faust_keys = Registry(key_serializer="json", value_serializer="json")
     for key in ["W3", '["63","440101","门诊",1]', '["4","440101","R1"]\x1f["61",""]', "引号\"\\"]:
         assert encode_key(key) == faust_keys.dumps_key(str, key, serializer="json")
+
+
+def test_items_reads_one_partitions_database_as_a_consistent_view(tmp_path: Path) -> None:
+    # The day's rollover walks one partition's ledger this way: a ledger read whole (Faust's
+    # table.items(), every partition at once) took the worker to 520 MiB at its start.
+    ledger, store = store_of(tmp_path, write_ahead=False)
+    for n in range(3):
+        ledger.set(1, f"src{n}", [n])
+    ledger.set(2, "other", [9])
+    asyncio.run(flush(ledger, Producer()))
+    store._db_for_partition(1)[b"__faust\0offset__"] = b"17"  # Faust's own key: not a table key
+
+    seen = []
+    for key, value in ledger.items(1):
+        seen.append((key, value))
+        ledger.set(1, "src9", [9])  # written while it runs: not seen
+        asyncio.run(flush(ledger, Producer()))
+    assert seen == [("src0", [0]), ("src1", [1]), ("src2", [2])]
+    assert dict(ledger.items(1))["src9"] == [9]
