@@ -37,6 +37,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from hip import metrics
 from hip.errors import TransientError
+from hip.proc import trim_heap
 from hip.settings import load_settings
 from streams import faust_fixes
 from streams.core.mapping import MappingSet
@@ -163,6 +164,11 @@ def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappi
             state.events += len(events)
             metrics.BATCH_SIZE.labels(stage="normalizer").observe(len(events))
             metrics.BATCH_SECONDS.labels(stage="normalizer").observe(time.perf_counter() - started)
+
+    if cfg.trim_interval_s:
+        @app.timer(cfg.trim_interval_s)
+        async def trim() -> None:
+            trim_heap()  # glibc keeps what a burst of batches freed, unless asked
 
     if discover:
         @app.timer(cfg.discover_interval_s)

@@ -83,6 +83,7 @@ class NormalizerConfig:
     stream_buffer_maxsize: int = 16384
     commit_interval_s: float = 1.0
     lookups_timeout_s: float = 60.0
+    trim_interval_s: float = 5.0  # hand freed C heap back to the system (hip.proc.trim_heap); 0: never
 
 
 @dataclass
