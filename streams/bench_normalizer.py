@@ -4,6 +4,9 @@
 2. ``faust``: the real worker (``streams.normalizer``) through Kafka: N raw events pre-produced to
    fresh raw topics, timed from the first consumed event until every event is acked, which
    happens only after all its std / dlq / findings messages were acknowledged by the broker.
+   What it writes goes to topics of the run's own (``std.<dataset>.b<tag>``, …), removed after:
+   the events carry a real hospital's code, and on ``std.<dataset>`` the warehouse sink would
+   take them for that hospital's records.
 3. ``naive``: what a first attempt looks like: one message at a time with aiokafka, standard
    library ``json``, the reference ``avro`` library for encoding, one awaited send per output
    and one offset commit per message.
@@ -24,12 +27,13 @@ from typing import Any
 
 from hip.codec import FramedEncoder
 from hip.proc import machine
+from hip.records import std_topic
 from hip.settings import load_settings
 from streams.core.mapping import load_mappings
 from streams.core.normalize import StandardRecord, normalize
 from streams.normalizer_events import workload_events
 from streams.normalizer_stage import (
-    NormalizerConfig, Processor, ensure_topics, mapped_datasets, unescape_topic)
+    DLQ_TOPIC, FINDINGS_TOPIC, BatchResult, NormalizerConfig, Processor, mapped_datasets, unescape_topic)
 
 VENDORS = {"a": "vendor_a", "b": "vendor_b"}
 
@@ -89,15 +93,52 @@ def _produce_raw(bootstrap: str, events: list[Any], topics: list[str]) -> None:
     producer.flush(60)
 
 
+def _output_topics(bootstrap: str, datasets: list[str], suffix: str, partitions: int) -> list[str]:
+    """The run's own standard, dead-letter and findings topics (``<topic><suffix>``), created."""
+    from confluent_kafka.admin import NewTopic
+
+    from hip.topics import create_missing
+
+    names = [std_topic(d) + suffix for d in datasets] + [DLQ_TOPIC + suffix, FINDINGS_TOPIC + suffix]
+    create_missing(bootstrap, [NewTopic(n, partitions, 1) for n in names])
+    return names
+
+
+class _OwnTopics:
+    """The processor, its messages sent to the run's own topics (see the module text)."""
+
+    def __init__(self, processor: Processor, suffix: str) -> None:
+        self.processor, self.suffix = processor, suffix
+
+    def process(self, batch: list[Any]) -> BatchResult:
+        result = self.processor.process(batch)
+        for m in result.messages:
+            m.topic += self.suffix
+        return result
+
+
 def _drop(bootstrap: str, topics: list[str]) -> None:
-    """Remove the run's raw topics: a running normalizer would take them for hospital data."""
+    """Remove the run's topics: a running normalizer would take its raw topics for hospital data.
+
+    A client of the run still alive in this process (the worker's producer) asks for the topics'
+    metadata again after they are gone, and the broker then creates them anew: delete until they
+    stay gone."""
     from confluent_kafka.admin import AdminClient
 
-    for fut in AdminClient({"bootstrap.servers": bootstrap}).delete_topics(topics).values():
-        try:
-            fut.result()
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    left = list(topics)
+    for _ in range(10):
+        for fut in admin.delete_topics(left).values():
+            try:
+                fut.result()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        time.sleep(2)
+        existing = admin.list_topics(timeout=15).topics
+        left = [t for t in topics if t in existing]
+        if not left:
+            return
+    print(f"could not remove {len(left)} topic(s) of the run: {', '.join(left[:5])}")
 
 
 def bench_faust(events: list[Any], mappings: Any, cfg: NormalizerConfig) -> tuple[float, float]:
@@ -114,9 +155,9 @@ def bench_faust(events: list[Any], mappings: Any, cfg: NormalizerConfig) -> tupl
     for ds in datasets:
         encoder.encode_plan(ds)
     cfg = NormalizerConfig(**{**cfg.__dict__, "group": f"hip-bench-{tag}"})
-    ensure_topics(bootstrap, datasets, cfg)
-    processor = Processor(mappings, encoder, {})
-    app, state = build_app(cfg, bootstrap, processor, mappings, topics, discover=False)
+    outputs = _output_topics(bootstrap, datasets, f".b{tag}", cfg.std_partitions)
+    processor = _OwnTopics(Processor(mappings, encoder, {}), f".b{tag}")
+    app, state = build_app(cfg, bootstrap, processor, mappings, topics, discover=False)  # type: ignore[arg-type]
     timing: dict[str, float] = {}
 
     # A timer on the app's own loop, not a thread: from another thread ``app.loop`` may be a
@@ -132,7 +173,7 @@ def bench_faust(events: list[Any], mappings: Any, cfg: NormalizerConfig) -> tupl
     try:
         run_worker(app, state, os.environ.get("HIP_BENCH_LOGLEVEL", "warning"))
     finally:
-        _drop(bootstrap, topics)
+        _drop(bootstrap, topics + outputs)
     if state.fatal is not None:
         raise RuntimeError(f"worker failed: {state.fatal!r}")
     return timing["last"] - timing["first"], timing["cpu_last"] - timing["cpu_first"]
@@ -152,6 +193,8 @@ def bench_naive(events: list[Any], mappings: Any) -> tuple[float, float]:
     tag = uuid.uuid4().hex[:6]
     events, topics = _retopic(events, tag)
     _produce_raw(bootstrap, events, topics)
+    suffix = f".b{tag}"
+    outputs = _output_topics(bootstrap, mapped_datasets(mappings), suffix, 1)
     catalogue = load_catalogue()
     schemas: dict[str, Any] = {}
     lookups: dict[str, Any] = {}
@@ -183,11 +226,11 @@ def bench_naive(events: list[Any], mappings: Any) -> tuple[float, float]:
                         try:
                             value = encode(out.dataset, out.record)
                         except Exception:  # noqa: BLE001 - the baseline dead-letters what avro refuses
-                            await producer.send_and_wait("dlq.normalize", msg.value, key=msg.key)
+                            await producer.send_and_wait(DLQ_TOPIC + suffix, msg.value, key=msg.key)
                             continue
-                        await producer.send_and_wait(f"std.{out.dataset}", value, key=out.key)
+                        await producer.send_and_wait(std_topic(out.dataset) + suffix, value, key=out.key)
                     else:
-                        await producer.send_and_wait("dlq.normalize", msg.value, key=msg.key)
+                        await producer.send_and_wait(DLQ_TOPIC + suffix, msg.value, key=msg.key)
                 await consumer.commit()
                 done += 1
                 if done >= len(events):
@@ -200,7 +243,7 @@ def bench_naive(events: list[Any], mappings: Any) -> tuple[float, float]:
     try:
         return asyncio.run(main())
     finally:
-        _drop(bootstrap, topics)
+        _drop(bootstrap, topics + outputs)
 
 
 def _avro_values(record: dict[str, Any]) -> dict[str, Any]:
