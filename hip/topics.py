@@ -1,5 +1,5 @@
 """Creating Kafka topics that may exist already (one place for the race every creator must allow),
-and loading many messages into them."""
+loading many messages into them, and removing a run's topics for good."""
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -33,6 +33,33 @@ def partition_count(bootstrap: str, topic: str, timeout: float = 30.0) -> int | 
 
     found = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=timeout).topics.get(topic)
     return len(found.partitions) if found is not None and not found.error else None
+
+
+def delete_until_gone(bootstrap: str, topics: list[str], attempts: int = 10) -> list[str]:
+    """Delete ``topics`` and check that they stay gone; the names still there after ``attempts``.
+
+    A client still alive in the process (a producer that wrote to them) asks for their metadata
+    again after they are gone, and the broker, which creates topics on demand, makes them anew.
+    So: delete, wait, list, and delete again what came back.
+    """
+    import time
+
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    left = list(topics)
+    for _ in range(attempts):
+        for fut in admin.delete_topics(left).values():
+            try:
+                fut.result()
+            except Exception:  # noqa: BLE001 - already gone, or never made
+                pass
+        time.sleep(2)
+        existing = admin.list_topics(timeout=15).topics
+        left = [t for t in topics if t in existing]
+        if not left:
+            break
+    return left
 
 
 def produce_waiting(producer: Any, topic: str, value: bytes | None, key: bytes | None = None,

@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from hip.proc import peak_rss_kib
 from hip.settings import ROOT, load_settings
-from hip.topics import produce_waiting
+from hip.topics import delete_until_gone, produce_waiting
 from sinks.core.batch import Change, fold
 from sinks.core.copy import RowEncoder
 from sinks.core.sql import naive_upsert_sql
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
         conn.commit()
         conn.close()
-        admin.delete_topics([topic])
+        delete_until_gone(settings.bootstrap_servers, [topic])
 
     ceiling = figures[0].rate
     naive_rate = next(f.rate for f in figures if f.path.startswith("naive"))

@@ -29,6 +29,7 @@ from hip.codec import FramedEncoder
 from hip.proc import machine
 from hip.records import std_topic
 from hip.settings import load_settings
+from hip.topics import delete_until_gone
 from streams.core.mapping import load_mappings
 from streams.core.normalize import StandardRecord, normalize
 from streams.normalizer_events import workload_events
@@ -118,27 +119,10 @@ class _OwnTopics:
 
 
 def _drop(bootstrap: str, topics: list[str]) -> None:
-    """Remove the run's topics: a running normalizer would take its raw topics for hospital data.
-
-    A client of the run still alive in this process (the worker's producer) asks for the topics'
-    metadata again after they are gone, and the broker then creates them anew: delete until they
-    stay gone."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    left = list(topics)
-    for _ in range(10):
-        for fut in admin.delete_topics(left).values():
-            try:
-                fut.result()
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        time.sleep(2)
-        existing = admin.list_topics(timeout=15).topics
-        left = [t for t in topics if t in existing]
-        if not left:
-            return
-    print(f"could not remove {len(left)} topic(s) of the run: {', '.join(left[:5])}")
+    """Remove the run's topics: a running normalizer would take its raw topics for hospital data."""
+    left = delete_until_gone(bootstrap, topics)
+    if left:
+        print(f"could not remove {len(left)} topic(s) of the run: {', '.join(left[:5])}")
 
 
 def bench_faust(events: list[Any], mappings: Any, cfg: NormalizerConfig) -> tuple[float, float]:

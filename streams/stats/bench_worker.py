@@ -33,7 +33,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from hip.codec import Codec, FramedEncoder
 from hip.proc import cpu_seconds, machine, peak_rss_kib
 from hip.settings import load_settings
-from hip.topics import produce_waiting
+from hip.topics import delete_until_gone, produce_waiting
 from streams.stats import core, isolated
 from streams.stats.bench import SIMULATED_WINDOW
 
@@ -123,11 +123,9 @@ def main() -> None:
             raise SystemExit(f"the worker did not finish in {args.timeout:.0f} s (exit {worker.poll()}); see {log}")
     finally:
         isolated.stop_worker(worker, 60)
-        for fut in admin.delete_topics(std + stat + internal).values():
-            try:
-                fut.result(30)
-            except Exception:  # noqa: BLE001 - a topic the run never made
-                pass
+        left = delete_until_gone(bootstrap, std + stat + internal)
+        if left:
+            print(f"could not remove {len(left)} topic(s) of the run: {', '.join(left[:5])}")
         shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)
 
     seconds = last - first
