@@ -33,6 +33,28 @@ def cpu_seconds(pid: int | str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _stat_fields(pid: int | str) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def tree_cpu_seconds(pid: int | str) -> float:
+    """CPU time of a server and its children: its own, what its reaped children used, and what
+    its live children used so far (PostgreSQL runs each connection as a child of the postmaster).
+    The difference of two readings is what the tree used in between; 0.0 for a process that is gone."""
+    root = _stat_fields(pid)
+    if root is None:
+        return 0.0
+    ticks = sum(int(x) for x in root[11:15])  # utime, stime, cutime, cstime
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat_fields(stat.parent.name)
+        if fields is not None and fields[1] == str(pid):
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def machine() -> str:
     """CPU model, cores, Python and load average: the line every benchmark table starts with."""
     model = platform.processor() or "unknown"

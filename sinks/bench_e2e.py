@@ -9,7 +9,8 @@ replication) through the real connectors, normalizer and sink, and prints one ta
   the sink's end-to-end histogram (source commit → warehouse commit), read from its own metrics;
 - catch-up: normalizer and sink stopped while the hospitals make a backlog, then started; time to
   drain it;
-- peak memory (VmHWM) of every worker and service.
+- peak memory (VmHWM) of every worker and service, and where the CPU went during the catch-up
+  (each worker and server with its child processes, e.g. PostgreSQL's backends).
 
 With ``--statistics`` the statistics worker runs too. With ``--statistics-cost`` (what ``make
 bench`` runs) the demo data is reset (``make demo-reset``) and the pass runs without the statistics
@@ -20,6 +21,7 @@ Numbers are printed, not asserted: compare them with the issue's targets yoursel
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -30,7 +32,7 @@ from pathlib import Path
 import click
 from prometheus_client.parser import text_string_to_metric_families
 
-from hip.proc import peak_rss_kib
+from hip.proc import peak_rss_kib, tree_cpu_seconds
 from hip.settings import ROOT, Settings, load_settings
 
 HIP = str(Path(sys.executable).with_name("hip"))
@@ -115,13 +117,29 @@ def wait_idle(s: Settings, quiet: float = 8.0, limit: float = 1800.0) -> float:
     return last_change
 
 
-def peak_rss_mib(name: str) -> str:
-    pid_file = load_settings().var / "run" / f"{name}.pid"
+def pid_of(name: str) -> str | None:
     try:
-        peak = peak_rss_kib(pid_file.read_text().strip())
-    except OSError:
-        return "-"
+        return (load_settings().var / "run" / f"{name}.pid").read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def peak_rss_mib(name: str) -> str:
+    pid = pid_of(name)
+    peak = peak_rss_kib(pid) if pid else 0
     return f"{peak / 1024:.0f}" if peak else "-"
+
+
+SERVERS = ("kafka", "pg-warehouse", "connect", "registry", "exporter", "prometheus")
+
+
+def cpu_by_process(names: tuple[str, ...]) -> dict[str, float]:
+    """CPU seconds each named process (with its children) used so far."""
+    out = {}
+    for name in names:
+        pid = pid_of(name)
+        out[name] = tree_cpu_seconds(pid) if pid else 0.0
+    return out
 
 
 @dataclass
@@ -185,14 +203,19 @@ def measure(s: Settings, changes: int, half_seconds: int, catchup: int, workers:
     backlog_seconds = time.time() - t0
     time.sleep(10)  # let capture finish writing the raw topics: the backlog is what the workers face
     t0 = time.time()
+    servers0 = cpu_by_process(SERVERS)
     run(["bash", "deploy/up.sh", *workers])
     t_end = wait_idle(s, quiet=15)
+    used = cpu_by_process(workers)  # started at t0: all their CPU is the drain's
+    used.update({k: v - servers0[k] for k, v in cpu_by_process(SERVERS).items()})
     drained = sink_written(s)  # the sink restarted: its counter started at zero
     rate_catchup = per * len(HOSPITALS) / (t_end - t0)
     rows += [Row("catch-up backlog made", f"{per * len(HOSPITALS):,} changes in {backlog_seconds:.0f} s", ""),
              Row("catch-up drain (workers start → idle)",
                  f"{t_end - t0:.0f} s, {rate_catchup:,.0f} changes/s ({drained:,.0f} warehouse rows)",
-                 "≥ 10,000 events/s")]
+                 "≥ 10,000 events/s"),
+             Row(f"catch-up CPU seconds (of {os.cpu_count()} cores × {t_end - t0:.0f} s)",
+                 ", ".join(f"{k} {v:.0f}" for k, v in used.items() if v >= 0.5), "")]
 
     for name in ("normalizer", "sink", "stats", "poller", "exporter", "connect", "kafka", "registry"):
         rows.append(Row(f"peak memory: {name}", f"{peak_rss_mib(name)} MiB", "< 300 MiB" if name in
