@@ -163,6 +163,8 @@ def measure(s: Settings, changes: int, half_seconds: int, catchup: int, workers:
         run([HIP, "simulate", "create", "--vendor", vendor, "--db", db, "--if-missing"])
     run([HIP, "simulate", "grant"])
     run([HIP, "fleet", "apply"])
+    others = [w for w in ("stats", "poller", "ingest") if w not in workers]
+    run(["bash", "deploy/down.sh", *others])  # left by an earlier run, they would share the CPU
     run(["bash", "deploy/up.sh", *workers])
     # Warm-up, not timed: a table's raw topic appears with its first change, and the normalizer
     # restarts to subscribe to it; after a reset that would fall inside the timed runs.
