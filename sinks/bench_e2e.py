@@ -211,13 +211,14 @@ def measure(s: Settings, changes: int, half_seconds: int, catchup: int, workers:
     used = cpu_by_process(workers)  # started at t0: all their CPU is the drain's
     used.update({k: v - servers0[k] for k, v in cpu_by_process(SERVERS).items()})
     drained = sink_written(s)  # the sink restarted: its counter started at zero
+    cores = os.cpu_count() or 1
     rate_catchup = per * len(HOSPITALS) / (t_end - t0)
     rows += [Row("catch-up backlog made", f"{per * len(HOSPITALS):,} changes in {backlog_seconds:.0f} s", ""),
              Row("catch-up drain (workers start → idle)",
                  f"{t_end - t0:.0f} s, {rate_catchup:,.0f} changes/s ({drained:,.0f} warehouse rows)",
                  "≥ 10,000 events/s"),
              Row("catch-up CPU seconds (cores × drain: what was there)",
-                 f"{os.cpu_count()} × {t_end - t0:.0f} = {os.cpu_count() * (t_end - t0):.0f}: "
+                 f"{cores} × {t_end - t0:.0f} = {cores * (t_end - t0):.0f}: "
                  + ", ".join(f"{k} {v:.0f}" for k, v in used.items() if v >= 0.5), "")]
 
     for name in ("normalizer", "sink", "stats", "poller", "exporter", "connect", "kafka", "registry"):
