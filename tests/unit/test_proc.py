@@ -1,0 +1,53 @@
+"""What the benchmarks read of processes from /proc."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from hip.proc import cpu_seconds, peak_rss_kib, tree_cpu_seconds, trim_heap
+
+GONE = 2**22 + 12345  # above Linux's pid_max default: never a live process
+
+
+def _burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_cpu_seconds_grow_with_work() -> None:
+    before = cpu_seconds(os.getpid())
+    _burn(0.3)
+    assert cpu_seconds(os.getpid()) - before >= 0.2
+
+
+def test_a_gone_process_reads_zero() -> None:
+    assert cpu_seconds(GONE) == 0.0
+    assert tree_cpu_seconds(GONE) == 0.0
+    assert peak_rss_kib(GONE) == 0
+
+
+def test_tree_counts_live_and_reaped_children() -> None:
+    start = tree_cpu_seconds(os.getpid())
+    burn = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\ntime.sleep(5)"
+    child = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        deadline = time.time() + 10
+        while cpu_seconds(child.pid) < 0.4 and time.time() < deadline:
+            time.sleep(0.05)
+        live = tree_cpu_seconds(os.getpid())
+        assert live - start >= 0.4  # the child's CPU, while it runs
+    finally:
+        child.kill()
+        child.wait()
+    assert tree_cpu_seconds(os.getpid()) - start >= 0.4  # and once reaped, in the parent's cutime
+
+
+def test_peak_rss_of_this_process() -> None:
+    assert peak_rss_kib(os.getpid()) > 1024
+
+
+def test_trim_heap_answers() -> None:
+    assert trim_heap() in (True, False)
