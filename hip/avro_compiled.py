@@ -200,44 +200,54 @@ def _writer(t: Any, named: dict[str, Callable[[Any], bytes]]) -> Callable[[Any],
     return _writer(base, named)
 
 
+_SMALL_AFTER_NULL_TAG = [b"\x02" + b for b in _SMALL]  # a non-null union branch, then a short length
+
+
 def _record(schema: dict[str, Any], named: dict[str, Callable[[Any], bytes]]) -> Callable[[Any], bytes] | None:
-    fields: list[tuple[str, Callable[[Any], bytes] | None, bool]] = []  # name, writer (None: string), nullable
-    for f in schema["fields"]:
-        t = f["type"]
+    """The record's writer, generated as one function with a straight run of code per field.
+
+    The hot loop of the normalizer. Written out per field, with strings inline, it avoids the
+    per-field tuple and the branches on the field's kind of a loop over (name, writer) pairs.
+    """
+    env: dict[str, Any] = {"Fallback": Fallback, "_SMALL": _SMALL, "_TAGGED": _SMALL_AFTER_NULL_TAG,
+                           "_varint": _varint}
+    lines = ["def encode(record):",
+             "    if type(record) is not dict:",
+             "        raise Fallback",
+             "    get = record.get",
+             "    parts = []",
+             "    out = parts.append"]
+    for k, f in enumerate(schema["fields"]):
+        t, name = f["type"], f["name"]
         if f.get("default", None) is not None:
             return None
         nullable = isinstance(t, list) and len(t) == 2 and t[0] == "null"
         w = _writer(t[1] if nullable else t, named)
         if w is None:
             return None
-        fields.append((f["name"], None if w is _string else w, nullable))
-
-    def encode(record: Any) -> bytes:
-        if type(record) is not dict:
-            raise Fallback
-        get = record.get
-        parts: list[bytes] = []
-        out = parts.append
-        for name, write, nullable in fields:  # the hot loop of the normalizer: strings inline
-            v = get(name)
-            if v is None:
-                if not nullable:
-                    raise Fallback  # a required field without a value: fastavro names it
-                out(b"\x00")
-                continue
+        lines += [f"    v = get({name!r})",
+                  "    if v is None:",
+                  # a required field without a value: fastavro names it
+                  "        out(b'\\x00')" if nullable else "        raise Fallback"]
+        if w is _string:
+            small = "_TAGGED" if nullable else "_SMALL"
+            long_prefix = "b'\\x02' + _varint(n)" if nullable else "_varint(n)"
+            lines += ["    elif type(v) is str:",
+                      "        b = v.encode('utf-8')",
+                      "        n = len(b)",
+                      f"        out({small}[n + 64] if n < 64 else {long_prefix})",
+                      "        out(b)",
+                      "    else:",
+                      "        raise Fallback"]
+        else:
+            env[f"_write{k}"] = w
+            lines += ["    else:"]
             if nullable:
-                out(b"\x02")
-            if write is None:
-                if type(v) is not str:
-                    raise Fallback
-                b = v.encode("utf-8")
-                n = len(b)
-                out(_SMALL[n + 64] if n < 64 else _varint(n))
-                out(b)
-            else:
-                out(write(v))
-        return b"".join(parts)
-
+                lines += ["        out(b'\\x02')"]
+            lines += [f"        out(_write{k}(v))"]
+    lines.append("    return b''.join(parts)")
+    exec(compile("\n".join(lines), f"<avro writer of {schema.get('name', 'record')}>", "exec"), env)
+    encode: Callable[[Any], bytes] = env["encode"]
     _name(named, schema, encode)
     return encode
 
