@@ -41,6 +41,11 @@ def create(vendor: str, database: str, replace: bool, if_missing: bool) -> None:
     click.echo(f"created {database} ({profile.name}, {profile.dialect}) with {rows} code-table rows")
 
 
+def hospital_clock() -> datetime:
+    """The simulated hospitals' wall clock: Beijing time, no zone, whole seconds, as an HIS stores it."""
+    return datetime.now(timezone(timedelta(hours=8))).replace(tzinfo=None, microsecond=0)
+
+
 @simulate.command("run")
 @_VENDOR
 @_DB
@@ -62,7 +67,7 @@ def run(vendor: str, database: str, changes: int, rate: float, dirty: float, see
     limit = None
     if start is None:
         # Two days back, never past the real clock: business times stay in the past.
-        limit = datetime.now(timezone(timedelta(hours=8))).replace(tzinfo=None, microsecond=0)
+        limit = hospital_clock()
         start = limit - timedelta(days=2)
     conn = connect(profile, database)
     try:
@@ -73,7 +78,7 @@ def run(vendor: str, database: str, changes: int, rate: float, dirty: float, see
             if last is not None and last > start:
                 start = min(last, limit)
         workload = Workload(profile, seed=seed, start=start, dirty=dirty, id_start=next_free_id(conn, profile),
-                            limit=limit)
+                            limit=None if limit is None else hospital_clock)
         with tqdm(total=changes, unit="row", disable=None) as bar:
             def progress(tx: Transaction) -> None:
                 bar.update(len(tx.ops))

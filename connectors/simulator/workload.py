@@ -74,7 +74,8 @@ class Workload:
     )
 
     def __init__(self, profile: Profile, *, seed: int = 1, start: datetime | None = None,
-                 dirty: float = 0.0, id_start: int = 1, limit: datetime | None = None) -> None:
+                 dirty: float = 0.0, id_start: int = 1,
+                 limit: datetime | Callable[[], datetime] | None = None) -> None:
         if not 0.0 <= dirty <= 1.0:
             raise ValueError("dirty share must lie between 0 and 1")
         self.p = profile
@@ -82,6 +83,9 @@ class Workload:
         self.now = start or datetime(2024, 3, 1, 7, 30)
         # The simulated clock runs faster than real time; against a live pipeline it must not pass
         # the real clock, or every record would be a "future event" to the conformance rules.
+        # ``limit`` is that clock, read at every tick: once caught up, the simulated clock follows
+        # it. A fixed limit would stamp every later change with the same past time, and a poller's
+        # update-time cursor, already past those keys at that second, would never see them.
         self.limit = limit
         self.dirty_share = dirty
         self._dirty_owed = 0.0
@@ -158,8 +162,10 @@ class Workload:
         hour = self.now.hour
         mean = 20 if 8 <= hour < 17 else 120
         self.now += timedelta(seconds=int(self.rng.expovariate(1 / mean)) + 1)
-        if self.limit is not None and self.now > self.limit:
-            self.now = self.limit
+        if self.limit is not None:
+            cap = self.limit() if callable(self.limit) else self.limit
+            if self.now > cap:
+                self.now = cap  # the real clock only moves forward: never backwards
 
     # --- the stream of transactions ------------------------------------------------------------
 

@@ -76,3 +76,22 @@ def test_every_row_fits_the_ddl(vendor: str) -> None:
             assert tuple(op.key) == table.key, op.table
             sql, params = render_sql(profile, op)
             assert sql.count("%s") == len(params)
+
+
+def test_the_simulated_clock_follows_the_real_clock_once_caught_up() -> None:
+    """Capped by a fixed time, every later change got that same past time, and a poller whose
+    update-time cursor had passed those keys at that second never saw them (a second demo)."""
+    from datetime import timedelta
+
+    real = [datetime(2026, 11, 27, 8, 49, 29)]
+    w = Workload(PROFILES["b"], seed=3, start=real[0] - timedelta(minutes=5), limit=lambda: real[0])
+    for _ in w.take(2000):
+        pass
+    assert w.now == real[0]  # caught up, and never past the real clock
+    real[0] += timedelta(minutes=3)
+    times = []
+    for _ in w.take(300):
+        times.append(w.now)
+        real[0] += timedelta(seconds=1)
+    assert times == sorted(times)  # never backwards
+    assert times[-1] > datetime(2026, 11, 27, 8, 52, 29)  # it moved on with the real clock
