@@ -23,21 +23,21 @@ def peak_rss_kib(pid: int | str) -> int:
     return status_kib(pid, "VmHWM")
 
 
-def cpu_seconds(pid: int | str) -> float:
-    """User + system CPU time of a process so far, all its threads (``/proc/<pid>/stat``, fields
-    14 and 15); 0.0 for a process that is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (index 0 is field 3), or None."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return None
+
+
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU time of a process so far, all its threads (``/proc/<pid>/stat``, fields
+    14 and 15); 0.0 for a process that is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(pid: int | str) -> float:
