@@ -72,6 +72,9 @@ class SystemSpec(_Model):
     poll: dict[str, PollTable] = Field(default_factory=dict)
     poll_interval_s: float = Field(default=10.0, gt=0)
     key_diff_interval_s: float = Field(default=300.0, gt=0)
+    poll_lag_s: int = Field(default=5, ge=0, le=3600, description=(
+        "seconds an update-time cursor stays behind the database clock: above the longest "
+        "transaction, or an update committed that late behind the cursor is not seen"))
     overrides: dict[str, str] = Field(default_factory=dict,
                                       description="connector settings that win over the template")
 

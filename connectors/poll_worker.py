@@ -20,9 +20,9 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from connectors.fleet import Fleet, Hospital, SystemSpec
-from connectors.poller import (Envelope, TableRef, TableState, changes_from_rows, deletes_from_keys,
-                               incremental_query, key_of, keys_query, max_cursor_query, rows_by_key_query,
-                               snapshot_query)
+from connectors.poller import (Envelope, TableRef, TableState, behind_cursor, changes_from_rows,
+                               deletes_from_keys, incremental_query, key_of, keys_query, max_cursor_query,
+                               rows_by_key_query, snapshot_query)
 from connectors.topics import raw_topic, split_table
 from hip.errors import ConfigError, FatalError, TransientError
 from hip.metrics import ERRORS, EVENTS_IN
@@ -208,11 +208,12 @@ class SystemPoller:
     """Polls every table of one hospital system."""
 
     def __init__(self, fleet: Fleet, hospital: Hospital, system: str, spec: SystemSpec,
-                 secrets_dir: Path, bootstrap: str, *, batch: int = 1000, lag_s: int = 2,
+                 secrets_dir: Path, bootstrap: str, *, batch: int = 1000, lag_s: int | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.fleet, self.hospital, self.system, self.spec = fleet, hospital, system, spec
         self.secrets_dir, self.bootstrap = secrets_dir, bootstrap
-        self.batch, self.lag_s, self.clock = batch, lag_s, clock
+        self.batch, self.clock = batch, clock
+        self.lag_s = spec.poll_lag_s if lag_s is None else lag_s
         self.refs = [self._ref(t) for t in spec.tables]
         self.producer = make_producer(bootstrap)
         self.store = StateStore(bootstrap, fleet.cursor_topic, fleet.keys_topic, self.producer)
@@ -276,7 +277,7 @@ class SystemPoller:
 
     def _snapshot(self, ref: TableRef, state: TableState, known: set[tuple[Any, ...]], topic: str) -> int:
         # The cursor starts at the snapshot's beginning: anything changed meanwhile is read again.
-        start = _fetch(self.conn, max_cursor_query(ref))
+        start = _fetch(self.conn, *max_cursor_query(ref, self.lag_s, self._offset_s()))
         start_cursor = list(start[0].values())[0] if start else None
         after: list[Any] | None = None
         total = 0
@@ -305,8 +306,9 @@ class SystemPoller:
             chunk = missing[i:i + 200]
             # Encoded values equal the stored ones for the key types hospitals use (text, integers).
             params = [v for k in chunk for v in k]
-            rows = _fetch(self.conn, rows_by_key_query(ref, len(chunk)), params)
-            changes_from_rows(env, rows, state, known, snapshot=False, now_ms=self._now_ms())
+            rows = [r for r in _fetch(self.conn, rows_by_key_query(ref, len(chunk)), params)
+                    if behind_cursor(r, ref, state)]
+            changes_from_rows(env, rows, state, known, snapshot=False, now_ms=self._now_ms(), advance=False)
         self._emit(env, ref, state, known - before, gone)
         return len(env.events)
 

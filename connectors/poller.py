@@ -154,8 +154,12 @@ def key_of(row: dict[str, Any], key: Sequence[str]) -> tuple[Any, ...]:
 
 
 def changes_from_rows(env: Envelope, rows: Iterable[dict[str, Any]], state: TableState,
-                      known: set[tuple[Any, ...]], *, snapshot: bool, now_ms: int) -> None:
-    """Turn fetched rows into c/u/r events, advancing ``state`` and ``known`` as it goes."""
+                      known: set[tuple[Any, ...]], *, snapshot: bool, now_ms: int, advance: bool = True) -> None:
+    """Turn fetched rows into c/u/r events, adding to ``known`` as it goes.
+
+    Rows of the cursor query (``advance``, not ``snapshot``) move the cursor: they come in cursor
+    order. Rows found any other way (by key) must leave it where it is.
+    """
     ref = env.ref
     for row in rows:
         k = key_of(row, ref.key)
@@ -164,10 +168,21 @@ def changes_from_rows(env: Envelope, rows: Iterable[dict[str, Any]], state: Tabl
         cur = row.get(ref.cursor)
         source_ms = cursor_ms(cur, ref.timezone) if cur is not None else now_ms
         env.add(op, None, encode_row(row), source_ms, state, snapshot, now_ms)
-        if not snapshot and cur is not None:
+        if advance and not snapshot and cur is not None:
             state.cursor = cur
             state.last_key = [row[c] if not isinstance(row[c], (dt.datetime, dt.date, Decimal))
                               else str(row[c]) for c in ref.key]
+
+
+def behind_cursor(row: dict[str, Any], ref: TableRef, state: TableState) -> bool:
+    """True when the cursor query has passed ``row`` (or never will: no update time).
+
+    A row the key comparison finds ahead of the cursor is the cursor query's to read, in order.
+    """
+    cur = row.get(ref.cursor)
+    if cur is None or state.cursor is None:
+        return True
+    return cursor_ms(cur, ref.timezone) <= cursor_ms(state.cursor, ref.timezone)
 
 
 def deletes_from_keys(env: Envelope, known: set[tuple[Any, ...]], current: set[tuple[Any, ...]],
@@ -218,16 +233,21 @@ def incremental_query(ref: TableRef, state: TableState, limit: int, lag_s: int,
             where.append(f"({', '.join(cols)}) > ({', '.join(['%s'] * len(cols))})")
             params.extend([state.cursor, *state.last_key])
     if ref.cursor_kind == "timestamp":
-        if ref.db == "postgresql":
-            where.append(f"{q(ref.cursor)} <= LOCALTIMESTAMP - make_interval(secs => %s)")
-            params.append(lag_s)
-        else:
-            # The session runs in UTC (TIMESTAMP columns then read as UTC); DATETIME cursors are local.
-            where.append(f"{q(ref.cursor)} <= UTC_TIMESTAMP() + INTERVAL %s SECOND")
-            params.append(utc_offset_s - lag_s)
+        clause, param = frontier(ref, lag_s, utc_offset_s)
+        where.append(clause)
+        params.append(param)
     sql = (f"SELECT * FROM {table_sql(ref)} WHERE {' AND '.join(where)} "
            f"ORDER BY {', '.join(cols)} LIMIT {int(limit)}")
     return sql, params
+
+
+def frontier(ref: TableRef, lag_s: int, utc_offset_s: int) -> tuple[str, int]:
+    """The condition "update time at least ``lag_s`` behind the database's clock", and its parameter."""
+    col = quote_ident(ref.db, ref.cursor)
+    if ref.db == "postgresql":
+        return f"{col} <= LOCALTIMESTAMP - make_interval(secs => %s)", lag_s
+    # The session runs in UTC (TIMESTAMP columns then read as UTC); DATETIME cursors are local.
+    return f"{col} <= UTC_TIMESTAMP() + INTERVAL %s SECOND", utc_offset_s - lag_s
 
 
 def snapshot_query(ref: TableRef, after_key: Sequence[Any] | None, limit: int) -> tuple[str, list[Any]]:
@@ -240,8 +260,17 @@ def snapshot_query(ref: TableRef, after_key: Sequence[Any] | None, limit: int) -
     return (f"SELECT * FROM {table_sql(ref)}{where} ORDER BY {', '.join(keys)} LIMIT {int(limit)}", params)
 
 
-def max_cursor_query(ref: TableRef) -> str:
-    return f"SELECT MAX({quote_ident(ref.db, ref.cursor)}) FROM {table_sql(ref)}"
+def max_cursor_query(ref: TableRef, lag_s: int, utc_offset_s: int) -> tuple[str, list[Any]]:
+    """Where the cursor starts after the snapshot: the newest update time already due.
+
+    Rows stamped later may still be committing; the cursor query reads them once due (those the
+    snapshot saw too come twice, harmlessly: same row, later position).
+    """
+    sql = f"SELECT MAX({quote_ident(ref.db, ref.cursor)}) FROM {table_sql(ref)}"
+    if ref.cursor_kind != "timestamp":
+        return sql, []
+    clause, param = frontier(ref, lag_s, utc_offset_s)
+    return f"{sql} WHERE {clause}", [param]
 
 
 def keys_query(ref: TableRef) -> str:

@@ -130,3 +130,42 @@ def test_poll_mariadb_select_only(settings: Any) -> None:
                  raw_topic(org, "HIS", my.database, "patient"), settings.bootstrap_servers, False)
     finally:
         my.drop()
+
+
+def test_poll_key_comparison_never_moves_the_cursor(settings: Any) -> None:
+    """A row the key comparison finds ahead of the cursor is left to the cursor query; one behind it
+    (committed late, or with no update time) is emitted. Either way the cursor stays: moving it
+    to a fresh insert would skip the updates stamped between the old cursor and that insert."""
+    tag = uuid.uuid4().hex[:8]
+    pg = PgHospital(settings.hospital_pg_port, f"it_polldiff_{tag}", settings.secrets_dir)
+    try:
+        pg.create("CREATE SCHEMA his; CREATE TABLE his.patient (id int PRIMARY KEY, name text, "
+                  "fee numeric(10,2), updated_at timestamp);"
+                  "INSERT INTO his.patient VALUES (1, '张三', 12.50, '2024-05-10 10:03:04'), "
+                  "(2, '李四', 3.00, '2024-05-10 10:04:00');", ["his.patient"], publication=None)
+        creds = pg.add_user(f"it_{tag}_sel", "select", ["his.patient"])
+        org = f"ITPD{tag}".upper()
+        fleet = make_fleet(org, "postgresql", settings.hospital_pg_port, pg.database, creds, "his.patient",
+                           "updated_at")
+        h = fleet.hospitals[0]
+        topic = raw_topic(org, "HIS", "his", "patient")
+        # An hour's margin: changes stamped in the last hour are not yet due for the cursor query.
+        poller = SystemPoller(fleet, h, "HIS", h.systems["HIS"], settings.secrets_dir,
+                              settings.bootstrap_servers, lag_s=3600)
+        poller.start()
+        assert poller.poll_once(diff=True) == 2
+        pg.execute("UPDATE his.patient SET name = '张三丰', updated_at = LOCALTIMESTAMP - interval '20 minutes' "
+                   "WHERE id = 1")
+        pg.execute("INSERT INTO his.patient VALUES (3, '王五', 1.00, LOCALTIMESTAMP - interval '10 minutes'), "
+                   "(4, '赵六', 2.00, '2024-05-10 09:00:00')")
+        # Row 3 is ahead of the cursor: not the key comparison's; row 4, behind it, is.
+        assert poller.poll_once(diff=True) == 1
+        assert [(e[1]["op"], e[0]["id"]) for e in read_topic(settings.bootstrap_servers, topic, 2)] == [("c", 4)]
+        poller.lag_s = 0  # the hour has passed
+        assert poller.poll_once(diff=False) == 2
+        late = read_topic(settings.bootstrap_servers, topic, 3)
+        assert [(e[1]["op"], e[0]["id"]) for e in late] == [("u", 1), ("c", 3)]
+        assert late[0][1]["after"]["name"] == "张三丰"
+        poller.close()
+    finally:
+        pg.drop()

@@ -71,6 +71,12 @@ def test_poll_needs_cursor_per_table(tmp_path: Path) -> None:
         load_fleet(write(tmp_path, BASE.replace("capture: log", "capture: poll")))
 
 
+def test_poll_margin_defaults_and_bounds(tmp_path: Path) -> None:
+    assert load_fleet(write(tmp_path, BASE)).hospitals[0].systems["HIS"].poll_lag_s == 5
+    with pytest.raises(ConfigError, match="poll_lag_s"):
+        load_fleet(write(tmp_path, BASE.replace("tables: [s.t]", "tables: [s.t], poll_lag_s: -1")))
+
+
 def test_unknown_system_and_duplicate_org(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown systems"):
         load_fleet(write(tmp_path, BASE.replace("HIS:", "ERP:")))

@@ -6,8 +6,9 @@ import json
 import uuid
 from decimal import Decimal
 
-from connectors.poller import (Envelope, TableRef, TableState, changes_from_rows, cursor_ms, deletes_from_keys,
-                               encode_value, incremental_query, snapshot_query)
+from connectors.poller import (Envelope, TableRef, TableState, behind_cursor, changes_from_rows, cursor_ms,
+                               deletes_from_keys, encode_value, incremental_query, max_cursor_query,
+                               snapshot_query)
 
 REF = TableRef("SIM01", "HIS", "hisdb", "his", "pat_info", ("pat_id",), "updated_at", "timestamp",
                "Asia/Shanghai", "postgresql")
@@ -87,3 +88,23 @@ def test_queries() -> None:
     assert "UTC_TIMESTAMP" not in incremental_query(inc, TableState(cursor=5), 10, 2, 0)[0]
     sql, params = snapshot_query(REF, ["p9"], 50)
     assert '("pat_id") > (%s)' in sql and "LIMIT 50" in sql and params == ["p9"]
+
+
+def test_snapshot_start_stays_behind_the_margin() -> None:
+    # Rows stamped within the margin may still be committing: the cursor must not start past them.
+    sql, params = max_cursor_query(REF, 2, 28800)
+    assert sql.startswith('SELECT MAX("updated_at")') and "LOCALTIMESTAMP" in sql and params == [2]
+    inc = TableRef("S", "HIS", "db", "db", "T", ("ID",), "ID", "increment", "Asia/Shanghai", "mariadb")
+    assert max_cursor_query(inc, 2, 0) == ("SELECT MAX(`ID`) FROM `db`.`T`", [])
+
+
+def test_rows_found_by_key_leave_the_cursor() -> None:
+    state = TableState(cursor=dt.datetime(2024, 5, 10, 10, 0), last_key=["p5"])
+    env = Envelope(REF, "raw.t")
+    late = {"pat_id": "p1", "updated_at": dt.datetime(2024, 5, 10, 9, 0)}
+    ahead = {"pat_id": "p9", "updated_at": dt.datetime(2024, 5, 10, 11, 0)}
+    assert behind_cursor(late, REF, state) and not behind_cursor(ahead, REF, state)
+    assert behind_cursor({"pat_id": "p2", "updated_at": None}, REF, state)
+    changes_from_rows(env, [late], state, set(), snapshot=False, now_ms=1, advance=False)
+    assert state.cursor == dt.datetime(2024, 5, 10, 10, 0) and state.last_key == ["p5"]
+    assert events(env)[0]["op"] == "c"
