@@ -35,26 +35,30 @@ class Change:
     pk: tuple[Any, ...] = field(default=(), compare=False)
 
 
-def version(record: Mapping[str, Any]) -> tuple[str, dt.datetime]:
-    """The ordering version of a record: ``(source_position, ingest_ts)``."""
+def _position(record: Mapping[str, Any]) -> str:
     position = record.get(POSITION)
     if not isinstance(position, str) or not position:
         raise RecordError("missing_position", f"record has no source_position: {position!r}",
                           field=POSITION)
+    return position
+
+
+def version(record: Mapping[str, Any]) -> tuple[str, dt.datetime]:
+    """The ordering version of a record: ``(source_position, ingest_ts)``."""
     ingest = record.get(INGEST_TS)
     if not isinstance(ingest, dt.datetime):
         ingest = _EPOCH
     elif ingest.tzinfo is None:
         ingest = ingest.replace(tzinfo=dt.timezone.utc)
-    return position, ingest
+    return _position(record), ingest
 
 
 def primary_key(record: Mapping[str, Any], key_columns: Sequence[str]) -> tuple[Any, ...]:
     """The record's primary-key values; a key column without a value makes the record unusable."""
-    values = tuple(record.get(c) for c in key_columns)
-    for name, value in zip(key_columns, values):
-        if value is None:
-            raise RecordError("missing_key", f"primary-key field {name} is null", field=name)
+    values = tuple(map(record.get, key_columns))
+    if None in values:
+        name = key_columns[values.index(None)]
+        raise RecordError("missing_key", f"primary-key field {name} is null", field=name)
     return values
 
 
@@ -69,23 +73,26 @@ class Folded:
 
 def fold(changes: Iterable[Change], key_columns: Sequence[str]) -> Folded:
     """Keep the newest version of every key; a later offset wins a tie (it was produced later)."""
-    best: dict[tuple[Any, ...], tuple[tuple[str, dt.datetime], Change]] = {}
+    best: dict[tuple[Any, ...], Change] = {}
     rejected: list[tuple[Change, RecordError]] = []
     seen = 0
     for change in changes:
         try:
-            change.pk = primary_key(change.record, key_columns)
-            ver = version(change.record)
+            change.pk = pk = primary_key(change.record, key_columns)
+            _position(change.record)
         except RecordError as exc:
             rejected.append((change, exc))
             continue
         seen += 1
-        held = best.get(change.pk)
-        if held is None or held[0] <= ver:
-            if held is not None and change.keep:
-                _inherit(change, held[1])
-            best[change.pk] = (ver, change)
-    winners = [change for _, change in best.values()]
+        held = best.get(pk)
+        # Versions are compared only when a key comes twice: most batches hold each key once.
+        if held is None:
+            best[pk] = change
+        elif version(held.record) <= version(change.record):
+            if change.keep:
+                _inherit(change, held)
+            best[pk] = change
+    winners = list(best.values())
     return Folded(winners=winners, superseded=seen - len(winners), rejected=rejected)
 
 
