@@ -20,8 +20,26 @@ from sinks.core.table import DELETED, ColumnLike
 NULL = "\\N"
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _json_string = json.JSONEncoder(ensure_ascii=False).encode
-# The C encoder for plain JSON values; it refuses decimals, instants and NaN, which ``to_json`` handles.
-_json_plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(type(value).__name__)
+
+
+def _plain_json_encoder() -> Callable[[Any], str]:
+    """The C encoder for plain JSON values; it refuses decimals, instants and NaN, which ``to_json`` handles.
+
+    ``JSONEncoder.encode`` builds its C encoder anew for every value, which cost more than the
+    encoding (1.9 µs against 1.0 for a two-element diagnosis list); this one is built once.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # an interpreter without the C accelerator
+        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+    chunks = make(None, _refuse, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    return lambda value: "".join(chunks(value, 0))
+
+
+_json_plain = _plain_json_encoder()
 
 Encoder = Callable[[Any], str]
 
@@ -160,17 +178,14 @@ class RowEncoder:
         self._plan = [(c.name, encoder_for(c)) for c in self.columns if c.name != DELETED]
         names = [c.name for c in self.columns]
         self._deleted_at = names.index(DELETED) if DELETED in names else None
+        self._line = compile_line(self._plan, self._deleted_at)
 
     def line(self, record: Mapping[str, Any]) -> str:
         """One COPY line (without the LF); ``deleted`` comes from the record's ``op``."""
-        get = record.get
         try:
-            parts = [enc(get(name)) for name, enc in self._plan]
+            return self._line(record)
         except RecordError as exc:
             raise self._locate(record, exc) from None
-        if self._deleted_at is not None:
-            parts.insert(self._deleted_at, "t" if get("op") == "d" else "f")
-        return "\t".join(parts)
 
     def _locate(self, record: Mapping[str, Any], error: RecordError) -> RecordError:
         # Off the hot path: name the field that failed.
@@ -180,3 +195,50 @@ class RowEncoder:
             except RecordError as exc:
                 return RecordError(exc.reason, f"{name}: {exc}", field=name)
         return error
+
+
+# The common cases of the column encoders above, written out per column: a function call per
+# value was a third of a line's cost. Anything unusual still goes through the column's encoder.
+_INLINE = {
+    encode_text: ("if {v}.__class__ is str:\n"
+                  "    if '\\\\' in {v} or '\\t' in {v} or '\\n' in {v} or '\\r' in {v} or '\\x00' in {v}:\n"
+                  "        {v} = escape({v})\n"
+                  "elif {v} is None:\n"
+                  "    {v} = NULL\n"
+                  "else:\n"
+                  "    {v} = {enc}({v})\n"),
+    encode_timestamp: ("if {v}.__class__ is datetime and {v}.tzinfo is not None:\n"
+                       "    {v} = {v}.isoformat()\n"
+                       "elif {v} is None:\n"
+                       "    {v} = NULL\n"
+                       "else:\n"
+                       "    {v} = {enc}({v})\n"),
+    encode_str_of: ("if {v}.__class__ is Decimal or {v}.__class__ is int or {v}.__class__ is date:\n"
+                    "    {v} = str({v})\n"
+                    "elif {v} is None:\n"
+                    "    {v} = NULL\n"
+                    "else:\n"
+                    "    {v} = {enc}({v})\n"),
+}
+
+
+def compile_line(plan: Sequence[tuple[str, Encoder]], deleted_at: int | None) -> Callable[[Mapping[str, Any]], str]:
+    """A function writing one COPY line for ``plan`` (column name, encoder), ``deleted`` at ``deleted_at``."""
+    env: dict[str, Any] = {"NULL": NULL, "escape": escape, "datetime": dt.datetime, "date": dt.date,
+                           "Decimal": Decimal}
+    lines = ["def line(record):", "    get = record.get"]
+    parts: list[str] = []
+    for i, (name, enc) in enumerate(plan):
+        v, fn = f"v{i}", f"enc{i}"
+        env[fn] = enc
+        lines.append(f"    {v} = get({name!r})")
+        template = _INLINE.get(enc)
+        code = template.format(v=v, enc=fn) if template else f"{v} = {fn}({v})\n"
+        lines.extend("    " + c for c in code.splitlines())
+        parts.append(v)
+    if deleted_at is not None:
+        lines.append("    deleted = 't' if get('op') == 'd' else 'f'")
+        parts.insert(deleted_at, "deleted")
+    lines.append("    return " + " + '\\t' + ".join(parts) if parts else "    return ''")
+    exec(compile("\n".join(lines) + "\n", "<COPY line>", "exec"), env)  # noqa: S102 - our own text
+    return env["line"]  # type: ignore[no-any-return]

@@ -10,7 +10,7 @@ import pytest
 
 from hip.errors import FatalError, RecordError, TransientError
 from sinks.core.batch import Change, fold, version
-from sinks.core.copy import NULL, RowEncoder, encode_value, escape, to_json
+from sinks.core.copy import NULL, RowEncoder, encode_value, encoder_for, escape, to_json
 from sinks.core.reconcile import canonical, checksum, compare, key_checksums, last_wins
 from sinks.core.retry import Backoff
 from sinks.core.sql import batch_sql, naive_upsert_sql, staging_name
@@ -122,6 +122,26 @@ def test_row_encoder_sets_deleted_from_op_and_names_bad_field() -> None:
     with pytest.raises(RecordError) as err:
         enc.line(rec("a", "pg:1", visit_date=object()))
     assert err.value.field == "visit_date"
+
+
+def test_compiled_line_equals_the_column_encoders() -> None:
+    # The generated line inlines the common cases; every value must come out as its column's encoder writes it.
+    enc = RowEncoder(written_columns(TABLE))
+    odd = [None, "", "a\tb\\c\nd\re", "肺炎", 7, True, 1.5, float("nan"), Decimal("1E+3"), Decimal("-0.50"),
+           T0, dt.datetime(2026, 3, 1, 8, 0), dt.date(2026, 3, 1), [{"k": Decimal("0.10")}], {"a": [1, None]}]
+    plan = [(c.name, encoder_for(c)) for c in written_columns(TABLE) if c.name != "deleted"]
+    for value in odd:
+        record = {name: value for name, _ in plan}
+        try:
+            expected = [e(value) for _, e in plan]
+        except RecordError:
+            with pytest.raises(RecordError):
+                enc.line(record)
+            continue
+        assert enc.line(record).split("\t")[:-1] == expected, value
+    with pytest.raises(RecordError) as err:
+        enc.line(rec("a\x00", "pg:1"))
+    assert err.value.field == "source_key"
 
 
 def test_upsert_sql_guards_on_position_and_keeps_fields_on_delete() -> None:
