@@ -42,6 +42,10 @@ _FATAL_CONNECT_PHRASES = ("authentication failed", "password", "does not exist",
                           "permission denied", "role")
 
 
+def _pk(change: Change) -> tuple[Any, ...]:
+    return change.pk
+
+
 def translate_error(exc: BaseException) -> PlatformError:
     """Classify a warehouse error: transient, record or fatal. Unknown errors are fatal."""
     if isinstance(exc, PlatformError):
@@ -174,7 +178,8 @@ class Warehouse:
         prepared = self._prepare(table)
         result = WriteResult(submitted=len(changes))
         lines: list[tuple[Change, str]] = []
-        for change in changes:
+        # Primary-key order: the order rows are staged is the order the upsert locks them (see sinks.core.sql).
+        for change in sorted(changes, key=_pk):
             try:
                 lines.append((change, prepared.encoder.line(change.record)))
             except RecordError as exc:

@@ -3,8 +3,13 @@
 The upsert applies a staged row only when it is newer than the stored one (see
 ``sinks.core.batch``): ``(source_position, ingest_ts)`` compared with the "C" collation so the
 order is byte order whatever the database's locale. A delete keeps the stored field values and
-sets ``deleted``; a later non-delete clears it. Rows go in primary-key order so that two writers
-on the same keys (a replay next to the live sink) lock rows in the same order.
+sets ``deleted``; a later non-delete clears it.
+
+Two writers on the same keys (a replay next to the live sink) should lock rows in the same order.
+The sink stages a batch sorted by primary key, and the upsert reads the staging table, emptied at
+every commit, in the order it was written. An ``ORDER BY`` would guarantee it, at a fifth of the
+upsert's time (0.10 of 0.46 s per 100,000 inserted rows); without it, the rare deadlock is a
+transient error and the batch is retried.
 """
 from __future__ import annotations
 
@@ -64,7 +69,7 @@ def batch_sql(table: TableLike) -> BatchSql:
     create = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
               f"SELECT {col_list} FROM {target} WITH NO DATA")
     upsert = (f"INSERT INTO {target} AS t ({col_list}) "
-              f"SELECT {col_list} FROM pg_temp.{stage} ORDER BY {', '.join(pk)} "
+              f"SELECT {col_list} FROM pg_temp.{stage} "
               f"ON CONFLICT ({', '.join(pk)}) DO UPDATE SET {', '.join(assignments)} "
               f"WHERE {newer_condition()}")
     return BatchSql(
