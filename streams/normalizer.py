@@ -5,7 +5,8 @@ messages) reads the raw change topics of every hospital in batches with ``noack_
 batch to the processor, hands every resulting message to a librdkafka producer (``BatchProducer``:
 idempotent, murmur2 partitioner like Faust's own, so keys land where they always did), waits off the
 event loop until the broker acknowledged them all, and only then acks the batch's events (faster
-than Faust's aiokafka producer: 1,739 → 1,943 events/s back to back, see docs/benchmarks.md). An
+than Faust's aiokafka producer: 1,739 → 1,943 events/s back to back, see docs/benchmarks.md). The
+next batch is normalized during that wait, and produced after it. An
 exception never escapes the agent (Faust would ack the event): a bad record is a dead letter, and
 any other failure stops the worker with its events unacked, so they are delivered again after the
 restart (at-least-once; the sink is idempotent by source position).
@@ -70,36 +71,43 @@ class WorkerState:
 
 
 class BatchProducer:
-    """Produces one batch and waits for the broker, without blocking Faust's event loop."""
+    """Produces one batch at a time and waits for the broker off Faust's event loop.
+
+    Delivery reports come only for failed messages (``delivery.report.only.error``): a report per
+    message ran Python in librdkafka's thread for every event and held the interpreter lock that
+    the next batch's normalizing needed. Success is the flush emptying the queue with no report.
+    """
 
     def __init__(self, bootstrap: str, cfg: NormalizerConfig) -> None:
         self.producer = Producer({
             "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
             "partitioner": "murmur2_random", "linger.ms": int(cfg.producer_linger_s * 1000),
-            "batch.size": cfg.producer_max_batch_bytes,
+            "batch.size": cfg.producer_max_batch_bytes, "delivery.report.only.error": True,
         })
+        self.failed: list[str] = []
 
-    async def send(self, messages: list[Outgoing]) -> None:
-        """Produce ``messages`` in order; returns once every one is acknowledged, else raises."""
-        if not messages:
-            return
+    def _report(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.failed.append(f"{msg.topic()}: {err.str()}")
+
+    async def produce(self, messages: list[Outgoing]) -> None:
+        """Hand ``messages`` to librdkafka, in order (the previous batch must be flushed)."""
         loop = asyncio.get_running_loop()
-        failed: list[str] = []
-
-        def report(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                failed.append(f"{msg.topic()}: {err.str()}")
-
+        self.failed = []
         for m in messages:
             while True:
                 try:
-                    self.producer.produce(m.topic, m.value, m.key, headers=m.headers or None, on_delivery=report)
+                    self.producer.produce(m.topic, m.value, m.key, headers=m.headers or None,
+                                          on_delivery=self._report)
                     break
                 except BufferError:  # the local queue is full: let it drain
                     await loop.run_in_executor(None, self.producer.poll, 0.05)
-        left = await loop.run_in_executor(None, self.producer.flush, 60.0)
-        if left or failed:
-            raise TransientError(f"{left} message(s) undelivered, {len(failed)} failed: {failed[:3]}")
+
+    async def flush(self) -> None:
+        """Return once every produced message is acknowledged, else raise."""
+        left = await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 60.0)
+        if left or self.failed:
+            raise TransientError(f"{left} message(s) undelivered, {len(self.failed)} failed: {self.failed[:3]}")
 
 
 def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappings: MappingSet,
@@ -143,27 +151,49 @@ def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappi
 
     out = BatchProducer(bootstrap, cfg)
 
+    async def finish(stream: faust.StreamT, events: list[Any], started: float) -> bool:
+        """Wait for the broker to take a batch's messages, then ack its events. False: stopped."""
+        try:
+            await out.flush()
+        except BaseException as exc:  # noqa: BLE001 - never let Faust ack an unprocessed event
+            fail(exc, len(events))
+            return False
+        for e in events:
+            await stream.ack(e)
+        state.batches += 1
+        state.events += len(events)
+        metrics.BATCH_SIZE.labels(stage="normalizer").observe(len(events))
+        metrics.BATCH_SECONDS.labels(stage="normalizer").observe(time.perf_counter() - started)
+        return True
+
+    def fail(exc: BaseException, events: int) -> None:
+        state.fatal = exc
+        metrics.ERRORS.labels(stage="normalizer", kind="fatal").inc()
+        log.error("batch of %d events failed; stopping without acking them", events, exc_info=exc)
+        state.stop()
+
     @app.agent(source, concurrency=1)
     async def normalize(stream: faust.StreamT) -> None:
+        # One batch in flight: batch N+1 is normalized while the broker acknowledges batch N, and
+        # produced only once N is (so a failure never leaves a later batch's messages behind it).
+        flushing: asyncio.Future[bool] | None = None
         async for events in stream.noack_take(cfg.batch_size, within=cfg.batch_within_s):
             started = time.perf_counter()
             try:
                 batch = [(e.message.key, e.message.value, e.message.topic, e.message.partition,
                           e.message.offset) for e in events]
                 result = processor.process(batch)
-                await out.send(result.messages)
             except BaseException as exc:  # noqa: BLE001 - never let Faust ack an unprocessed event
-                state.fatal = exc
-                metrics.ERRORS.labels(stage="normalizer", kind="fatal").inc()
-                log.exception("batch of %d events failed; stopping without acking them", len(events))
-                state.stop()
+                fail(exc, len(events))
                 return
-            for e in events:
-                await stream.ack(e)
-            state.batches += 1
-            state.events += len(events)
-            metrics.BATCH_SIZE.labels(stage="normalizer").observe(len(events))
-            metrics.BATCH_SECONDS.labels(stage="normalizer").observe(time.perf_counter() - started)
+            if flushing is not None and not await flushing:
+                return
+            try:
+                await out.produce(result.messages)
+            except BaseException as exc:  # noqa: BLE001
+                fail(exc, len(events))
+                return
+            flushing = asyncio.ensure_future(finish(stream, events, started))
 
     if cfg.trim_interval_s:
         @app.timer(cfg.trim_interval_s)
