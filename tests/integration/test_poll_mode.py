@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 import pytest
@@ -92,24 +93,32 @@ def settings() -> Any:
     return load_settings()
 
 
-def test_poll_postgresql_select_only(settings: Any) -> Iterator[None]:
+@contextmanager
+def pg_hospital(settings: Any, prefix: str, **poller_args: Any) -> Iterator[tuple[PgHospital, SystemPoller, str]]:
+    """A PostgreSQL hospital with two patients, a SELECT-only user, and a poller of its table."""
     tag = uuid.uuid4().hex[:8]
-    pg = PgHospital(settings.hospital_pg_port, f"it_poll_{tag}", settings.secrets_dir)
+    pg = PgHospital(settings.hospital_pg_port, f"it_{prefix}_{tag}", settings.secrets_dir)
     try:
         pg.create("CREATE SCHEMA his; CREATE TABLE his.patient (id int PRIMARY KEY, name text, "
                   "fee numeric(10,2), updated_at timestamp);"
                   "INSERT INTO his.patient VALUES (1, '张三', 12.50, '2024-05-10 10:03:04'), "
                   "(2, '李四', 3.00, '2024-05-10 10:04:00');", ["his.patient"], publication=None)
         creds = pg.add_user(f"it_{tag}_sel", "select", ["his.patient"])
-        org = f"ITPG{tag}".upper()
+        org = f"IT{prefix[:4]}{tag}".upper()
         fleet = make_fleet(org, "postgresql", settings.hospital_pg_port, pg.database, creds, "his.patient",
                            "updated_at")
         h = fleet.hospitals[0]
-        poller = SystemPoller(fleet, h, "HIS", h.systems["HIS"], settings.secrets_dir, settings.bootstrap_servers)
-        exercise(poller, lambda sql, p=None: pg.execute(sql.format(t="his.patient"), p),
-                 raw_topic(org, "HIS", "his", "patient"), settings.bootstrap_servers, True)
+        poller = SystemPoller(fleet, h, "HIS", h.systems["HIS"], settings.secrets_dir, settings.bootstrap_servers,
+                              **poller_args)
+        yield pg, poller, raw_topic(org, "HIS", "his", "patient")
     finally:
         pg.drop()
+
+
+def test_poll_postgresql_select_only(settings: Any) -> None:
+    with pg_hospital(settings, "poll") as (pg, poller, topic):
+        exercise(poller, lambda sql, p=None: pg.execute(sql.format(t="his.patient"), p),
+                 topic, settings.bootstrap_servers, True)
 
 
 def test_poll_mariadb_select_only(settings: Any) -> None:
@@ -136,22 +145,8 @@ def test_poll_key_comparison_never_moves_the_cursor(settings: Any) -> None:
     """A row the key comparison finds ahead of the cursor is left to the cursor query; one behind it
     (committed late, or with no update time) is emitted. Either way the cursor stays: moving it
     to a fresh insert would skip the updates stamped between the old cursor and that insert."""
-    tag = uuid.uuid4().hex[:8]
-    pg = PgHospital(settings.hospital_pg_port, f"it_polldiff_{tag}", settings.secrets_dir)
-    try:
-        pg.create("CREATE SCHEMA his; CREATE TABLE his.patient (id int PRIMARY KEY, name text, "
-                  "fee numeric(10,2), updated_at timestamp);"
-                  "INSERT INTO his.patient VALUES (1, '张三', 12.50, '2024-05-10 10:03:04'), "
-                  "(2, '李四', 3.00, '2024-05-10 10:04:00');", ["his.patient"], publication=None)
-        creds = pg.add_user(f"it_{tag}_sel", "select", ["his.patient"])
-        org = f"ITPD{tag}".upper()
-        fleet = make_fleet(org, "postgresql", settings.hospital_pg_port, pg.database, creds, "his.patient",
-                           "updated_at")
-        h = fleet.hospitals[0]
-        topic = raw_topic(org, "HIS", "his", "patient")
-        # An hour's margin: changes stamped in the last hour are not yet due for the cursor query.
-        poller = SystemPoller(fleet, h, "HIS", h.systems["HIS"], settings.secrets_dir,
-                              settings.bootstrap_servers, lag_s=3600)
+    # An hour's margin: changes stamped in the last hour are not yet due for the cursor query.
+    with pg_hospital(settings, "polldiff", lag_s=3600) as (pg, poller, topic):
         poller.start()
         assert poller.poll_once(diff=True) == 2
         pg.execute("UPDATE his.patient SET name = '张三丰', updated_at = LOCALTIMESTAMP - interval '20 minutes' "
@@ -167,5 +162,3 @@ def test_poll_key_comparison_never_moves_the_cursor(settings: Any) -> None:
         assert [(e[1]["op"], e[0]["id"]) for e in late] == [("u", 1), ("c", 3)]
         assert late[0][1]["after"]["name"] == "张三丰"
         poller.close()
-    finally:
-        pg.drop()
