@@ -75,7 +75,7 @@ class Workload:
 
     def __init__(self, profile: Profile, *, seed: int = 1, start: datetime | None = None,
                  dirty: float = 0.0, id_start: int = 1,
-                 limit: datetime | Callable[[], datetime] | None = None) -> None:
+                 limit: Callable[[], datetime] | None = None) -> None:
         if not 0.0 <= dirty <= 1.0:
             raise ValueError("dirty share must lie between 0 and 1")
         self.p = profile
@@ -163,7 +163,7 @@ class Workload:
         mean = 20 if 8 <= hour < 17 else 120
         self.now += timedelta(seconds=int(self.rng.expovariate(1 / mean)) + 1)
         if self.limit is not None:
-            cap = self.limit() if callable(self.limit) else self.limit
+            cap = self.limit()
             if self.now > cap:
                 self.now = cap  # the real clock only moves forward: never backwards
 
