@@ -122,18 +122,22 @@ def _build(m: CompiledMapping, ev: envelope.ChangeEvent, row: dict[str, Any], un
     }
     missing: list[str] = []
     lost: list[str] = []
-    for plan in m.fields:
-        if key_only and not plan.from_key:
-            record[plan.name] = None
-            continue
-        if unavailable and plan.columns & unavailable:
-            record[plan.name] = None
-            lost.append(plan.name)
-            continue
-        value = plan.finish(plan.fn(row, lookups))
-        if value is None and plan.required:
-            missing.append(plan.name)
-        record[plan.name] = value
+    if not key_only and not unavailable:
+        assert m.fill is not None
+        missing = m.fill(record, row, lookups)  # the common case, as generated code
+    else:
+        for plan in m.fields:
+            if key_only and not plan.from_key:
+                record[plan.name] = None
+                continue
+            if unavailable and plan.columns & unavailable:
+                record[plan.name] = None
+                lost.append(plan.name)
+                continue
+            value = plan.finish(plan.fn(row, lookups))
+            if value is None and plan.required:
+                missing.append(plan.name)
+            record[plan.name] = value
     if key_only and m.remembers_key:
         remembered = lookups.get(_memory_key(ev, m, source_key))
         if remembered is not None:

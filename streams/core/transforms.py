@@ -48,11 +48,18 @@ NUMERIC = frozenset(("int", "decimal"))
 
 @dataclass(frozen=True)
 class Expr:
-    """A compiled field expression: its function, result kind and the columns it reads."""
+    """A compiled field expression: its function, result kind and the columns it reads.
+
+    ``column`` names the column a plain column expression returns, ``constant`` holds what a
+    constant returns (a 1-tuple, as the constant may be ``None``-like): the mapping's generated
+    field code reads those inline instead of calling ``fn``.
+    """
 
     fn: Fn
     kind: str
     columns: frozenset[str]
+    column: str | None = None
+    constant: tuple[Any] | None = None
 
 
 @dataclass
@@ -115,7 +122,7 @@ def _column(name: Any, node: Any, ctx: CompileContext) -> Expr:
 
     def get(row: Row, lookups: Lookups) -> Any:
         return row.get(name)
-    return Expr(get, column.kind, frozenset((name,)))
+    return Expr(get, column.kind, frozenset((name,)), column=name)
 
 
 def _const(arg: Any, node: Any, ctx: CompileContext) -> Expr:
@@ -134,7 +141,7 @@ def _const(arg: Any, node: Any, ctx: CompileContext) -> Expr:
 
     def const(row: Row, lookups: Lookups) -> Any:
         return value
-    return Expr(const, kind, frozenset())
+    return Expr(const, kind, frozenset(), constant=(value,))
 
 
 def _need(expr: Expr, kinds: frozenset[str] | tuple[str, ...], what: str, node: Any, ctx: CompileContext) -> None:
