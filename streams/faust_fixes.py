@@ -85,6 +85,17 @@ class DurableBuffer(_Base):  # type: ignore[misc, valid-type]
         finally:
             self.in_flight -= 1
 
+    @property
+    def size(self) -> int:
+        # The stock property reads ``app.conf.producer_threaded`` (settings access with tracking)
+        # for every message the conductor delivers (``wait_until_ebb``); the setting is fixed.
+        threaded = self.__dict__.get("_hip_threaded")
+        if threaded is None:
+            threaded = self.__dict__["_hip_threaded"] = bool(self.app.conf.producer_threaded)
+        if threaded:
+            return len(self.queue._queue) if self.queue else 0
+        return len(self.pending._queue)
+
     async def flush(self) -> None:
         waited = 0.0
         while self.size or self.in_flight:
@@ -227,9 +238,11 @@ class RawSchema(Schema):  # type: ignore[misc]
     """Keys and values as the message carries them (fix 5 above): what the ``raw`` codec returns."""
 
     def compile(self, app: Any, **kwargs: Any) -> Any:
-        create_event = app.create_event
+        # ``app.create_event`` looks the Event class up in the app's settings for every message,
+        # through their attribute-access tracking; it is looked up once here instead.
+        event = app.conf.Event
 
         async def decode(message: Any, *, propagate: bool = False) -> Any:
-            return create_event(message.key, message.value, message.headers, message)
+            return event(app, message.key, message.value, message.headers, message)
 
         return decode

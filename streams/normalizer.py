@@ -159,7 +159,9 @@ def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappi
             fail(exc, len(events))
             return False
         for e in events:
-            await stream.ack(e)
+            # What ``await stream.ack(e)`` does, less its per-event sensor hooks (the apps' monitor,
+            # ``faust_fixes.QuietMonitor``, drops them) and a coroutine per event.
+            e.ack()
         state.batches += 1
         state.events += len(events)
         metrics.BATCH_SIZE.labels(stage="normalizer").observe(len(events))

@@ -258,9 +258,8 @@ def test_the_quiet_monitor_keeps_no_per_message_state_and_is_what_the_apps_use()
 def test_the_raw_schema_makes_events_from_the_message_bytes() -> None:
     from streams.faust_fixes import RawSchema
 
-    made: list[tuple[Any, ...]] = []
-    app = SimpleNamespace(create_event=lambda *args: made.append(args) or args)
+    app = SimpleNamespace(conf=SimpleNamespace(Event=lambda *args: args))  # the app's Event class
     decode = RawSchema(key_serializer="raw", value_serializer="raw").compile(app)
     for key, value in [(b"k", b"\x00\x01v"), (None, b"v"), (b"k", None)]:
         message = SimpleNamespace(key=key, value=value, headers=[("h", b"1")])
-        assert asyncio.run(decode(message)) == (key, value, [("h", b"1")], message)
+        assert asyncio.run(decode(message)) == (app, key, value, [("h", b"1")], message)
