@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -128,18 +127,3 @@ def test_delete_needs_only_the_key() -> None:
 def test_findings_are_structured() -> None:
     f = check("patient_info", sample_record("patient_info", sex_code="7"), now=NOW)[0]
     assert isinstance(f, Finding) and f.rule in RULE_IDS and "sex_code" in f.message
-
-
-def test_check_throughput() -> None:
-    # A floor that catches an order-of-magnitude regression on a loaded shared host; the target
-    # on an idle core is >10,000 records/s for a fully populated prescription line.
-    rec = sample_record("western_prescription")
-    check("western_prescription", rec)
-    n = 1000
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            check("western_prescription", rec)
-        best = min(best, time.perf_counter() - t0)
-    assert n / best > 2000, f"{n / best:.0f} records/s"

@@ -25,7 +25,10 @@ def test_flush_waits_for_the_message_already_taken_from_the_queue() -> None:
         gate, sent = asyncio.Event(), []
         buf.put(_message(gate, sent, "changelog-1"))
         buf.put(_message(gate, sent, "changelog-2"))
-        await asyncio.sleep(0.05)  # the sender task took the first message and is blocked on it
+        for _ in range(500):  # until the sender task took the first message and is blocked on it
+            if buf.in_flight:
+                break
+            await asyncio.sleep(0.01)
         assert buf.size == 1 and buf.in_flight == 1
         flushing = asyncio.ensure_future(buf.flush())
         await asyncio.sleep(1.5)  # longer than the stock flush waits before giving up
