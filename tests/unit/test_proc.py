@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from hip.proc import cpu_seconds, peak_rss_kib, tree_cpu_seconds, trim_heap
 
@@ -51,3 +52,13 @@ def test_peak_rss_of_this_process() -> None:
 
 def test_trim_heap_answers() -> None:
     assert trim_heap() in (True, False)
+
+
+def test_the_normalizer_benchmark_sees_a_running_worker(tmp_path: Path) -> None:
+    from streams.bench_normalizer import running_normalizer
+
+    assert running_normalizer(tmp_path) is None  # no pid file
+    (tmp_path / "normalizer.pid").write_text(f"{GONE}\n")
+    assert running_normalizer(tmp_path) is None  # a stale one
+    (tmp_path / "normalizer.pid").write_text(f"{os.getpid()}\n")
+    assert running_normalizer(tmp_path) == os.getpid()
