@@ -25,6 +25,7 @@ from connectors.fleet import HOSPITALS_FILE, Fleet, load_fleet
 from connectors.plan import plan
 from connectors.sandbox import MariaDbHospital, PgHospital
 from connectors.templates import RenderContext, render_fleet
+from hip.proc import recorded_pid
 from hip.settings import load_settings
 
 PG_DDL = """
@@ -80,7 +81,9 @@ def running(client: ConnectClient, prefix: str) -> tuple[int, int]:
 def main(n_pg: int, rows: int, keep: bool, out: Path | None) -> None:
     settings = load_settings()
     client = ConnectClient(settings.connect_url)
-    connect_pid = int((settings.var / "run" / "connect.pid").read_text().strip())
+    connect_pid = recorded_pid(settings.var / "run", "connect")
+    if connect_pid is None:
+        raise SystemExit("Kafka Connect is not running (no live pid in var/run/connect.pid): make up first")
     tag = uuid.uuid4().hex[:6]
     prefix = f"scale{tag}"
     base = load_fleet(HOSPITALS_FILE)

@@ -7,6 +7,17 @@ from pathlib import Path
 from typing import Any
 
 
+def recorded_pid(run_dir: Path, name: str) -> int | None:
+    """The pid the stack recorded for ``name`` (``<run_dir>/<name>.pid``, see deploy/lib.sh), while
+    that process lives; ``None`` when there is no record or the process is gone."""
+    try:
+        pid = int((run_dir / f"{name}.pid").read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
+
+
 def status_kib(pid: int | str, field: str) -> int:
     """A memory line of ``/proc/<pid>/status`` (``VmHWM``: peak resident, ``VmRSS``: resident), in
     KiB; 0 for a process that is gone or has no such line (a zombie)."""

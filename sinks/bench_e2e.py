@@ -34,7 +34,7 @@ from pathlib import Path
 import click
 from prometheus_client.parser import text_string_to_metric_families
 
-from hip.proc import peak_rss_kib, tree_cpu_seconds
+from hip.proc import peak_rss_kib, recorded_pid, tree_cpu_seconds
 from hip.settings import ROOT, Settings, load_settings
 
 HIP = str(Path(sys.executable).with_name("hip"))
@@ -119,11 +119,8 @@ def wait_idle(s: Settings, quiet: float = 8.0, limit: float = 1800.0) -> float:
     return last_change
 
 
-def pid_of(name: str) -> str | None:
-    try:
-        return (load_settings().var / "run" / f"{name}.pid").read_text().split()[0]
-    except (OSError, IndexError):
-        return None
+def pid_of(name: str) -> int | None:
+    return recorded_pid(load_settings().var / "run", name)
 
 
 def peak_rss_mib(name: str) -> str:
@@ -227,7 +224,6 @@ def measure(s: Settings, changes: int, half_seconds: int, catchup: int, workers:
     used = cpu_by_process(workers)  # started at t0: all their CPU is the drain's
     used.update({k: v - servers0[k] for k, v in cpu_by_process(SERVERS).items()})
     drained = sink_written(s)  # the sink restarted: its counter started at zero
-    cores = os.cpu_count() or 1
     rate_catchup = per * len(HOSPITALS) / (t_end - t0)
     rows += [Row("catch-up backlog made", f"{per * len(HOSPITALS):,} changes in {backlog_seconds:.0f} s", ""),
              Row("catch-up drain (workers start → idle)",

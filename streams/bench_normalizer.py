@@ -23,11 +23,10 @@ import os
 import struct
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from hip.codec import FramedEncoder
-from hip.proc import machine
+from hip.proc import machine, recorded_pid
 from hip.records import std_topic
 from hip.settings import load_settings
 from hip.topics import delete_until_gone
@@ -247,16 +246,6 @@ def _avro_values(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def running_normalizer(run_dir: Path) -> int | None:
-    """The pid of the stack's normalizer worker when one runs (``<run_dir>/normalizer.pid``)."""
-    try:
-        pid = int((run_dir / "normalizer.pid").read_text().split()[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20000, help="row changes for core and faust")
@@ -265,7 +254,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=NormalizerConfig.batch_size)
     parser.add_argument("--skip-kafka", action="store_true", help="only the core measurement")
     args = parser.parse_args()
-    pid = running_normalizer(load_settings().var / "run")
+    pid = recorded_pid(load_settings().var / "run", "normalizer")
     if pid is not None and not args.skip_kafka:
         # Measured: 7,661 and 7,227 events/s with the demo's worker running, 10,689-11,225 without.
         raise SystemExit(f"the stack's normalizer worker is running (pid {pid}): it subscribes to this "

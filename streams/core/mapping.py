@@ -66,11 +66,10 @@ class CompiledMapping:
     # True when the business key needs more than the primary key: a key-only delete image then
     # needs the business key remembered from the row's earlier changes.
     remembers_key: bool = False
-    fill: Fill | None = None  # the fields of a whole row image, as one generated function
+    fill: Fill = field(init=False, repr=False)  # the fields of a whole row image, as one generated function
 
     def __post_init__(self) -> None:
-        if self.fill is None:
-            self.fill = compile_fill(self.fields, self.id)
+        self.fill = compile_fill(self.fields, self.id)
 
 
 Fill = Callable[[dict[str, Any], Row, Lookups], list[str]]

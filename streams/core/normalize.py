@@ -123,7 +123,6 @@ def _build(m: CompiledMapping, ev: envelope.ChangeEvent, row: dict[str, Any], un
     missing: list[str] = []
     lost: list[str] = []
     if not key_only and not unavailable:
-        assert m.fill is not None
         missing = m.fill(record, row, lookups)  # the common case, as generated code
     else:
         for plan in m.fields:

@@ -105,7 +105,6 @@ def test_generated_field_code_matches_the_plans_one_by_one() -> None:
                 except Exception as exc:  # noqa: BLE001 - the generated code must fail the same way
                     failed = type(exc)
                 record: dict[str, object] = {}
-                assert m.fill is not None
                 if failed is not None:
                     with pytest.raises(failed):
                         m.fill(record, row, {})

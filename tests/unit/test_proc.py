@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from hip.proc import cpu_seconds, peak_rss_kib, tree_cpu_seconds, trim_heap
+from hip.proc import cpu_seconds, peak_rss_kib, recorded_pid, tree_cpu_seconds, trim_heap
 
 GONE = 2**22 + 12345  # above Linux's pid_max default: never a live process
 
@@ -54,11 +54,9 @@ def test_trim_heap_answers() -> None:
     assert trim_heap() in (True, False)
 
 
-def test_the_normalizer_benchmark_sees_a_running_worker(tmp_path: Path) -> None:
-    from streams.bench_normalizer import running_normalizer
-
-    assert running_normalizer(tmp_path) is None  # no pid file
+def test_a_recorded_pid_counts_while_its_process_lives(tmp_path: Path) -> None:
+    assert recorded_pid(tmp_path, "normalizer") is None  # no pid file
     (tmp_path / "normalizer.pid").write_text(f"{GONE}\n")
-    assert running_normalizer(tmp_path) is None  # a stale one
+    assert recorded_pid(tmp_path, "normalizer") is None  # a stale one
     (tmp_path / "normalizer.pid").write_text(f"{os.getpid()}\n")
-    assert running_normalizer(tmp_path) == os.getpid()
+    assert recorded_pid(tmp_path, "normalizer") == os.getpid()
