@@ -24,7 +24,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import orjson
 
@@ -294,7 +294,7 @@ def quality_contributions(dataset: str, org: str, r: Mapping[str, Any],
         findings = [(f.rule, f.severity) for f in conformance_check(dataset, dict(r), now=ingest)]
     plan = plan_for(dataset)
     expected = plan.required + plan.recommended
-    missing = sum(1 for name in expected if r.get(name) is None or r.get(name) == "")
+    missing = sum(1 for v in map(r.get, expected) if v is None or v == "")
     source = to_ms(r.get("source_ts"))
     delay = max(0, ingest - source) if source is not None else 0
     rejected = 1 if any(severity == "error" for _, severity in findings) else 0
@@ -327,14 +327,10 @@ def contributions(dataset: str, record: Mapping[str, Any], window: Window, *, qu
     if record.get("op") == "d":
         return {}
     org = str(record["org_code"])
-    out: Contributions = {}
     fn = CONTRIBUTORS.get(dataset)
-    if fn is not None:
-        for cell, m in fn(org, record, window).items():
-            _add(out, cell, m)
-    if quality:
-        for cell, m in quality_contributions(dataset, org, record, findings).items():
-            _add(out, cell, m)
+    out: Contributions = fn(org, record, window) if fn is not None else {}
+    if quality:  # dataset 60's cells: never one of the cells above
+        out.update(quality_contributions(dataset, org, record, findings))
     return out
 
 
@@ -383,8 +379,7 @@ _QUALITY_PREFIX = '["' + QUALITY + '",'
 
 # ---------------------------------------------------------------- stage 1: per source record
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """What stage 1 remembers of a source record: its position and the cells of its last version.
 
     ``retired`` are the cells that version stopped contributing to; they are re-sent on a replay of
@@ -418,8 +413,7 @@ class Entry:
         return cls(str(value[0]), tuple(value[1]), tuple(value[2]))
 
 
-@dataclass(frozen=True)
-class Statement:
+class Statement(NamedTuple):
     """A source record's whole contribution to one cell as of ``position`` (empty = none)."""
 
     cell: str
@@ -428,8 +422,7 @@ class Statement:
     measures: Measures
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     entry: Entry | None
     statements: list[Statement]
     stale: bool = False
@@ -554,17 +547,17 @@ def join_groups(groups: Sequence[bytes]) -> bytes:
 def statement_groups(value: bytes) -> list[tuple[int, list[Statement]]]:
     """The groups of a statements message (a message of one bare group, as sent per event before, too)."""
     groups = orjson.loads(value)
-    if groups and isinstance(groups[0], int):
-        groups = [groups]
-    return [(int(ts), [Statement(cell, source, position, {k: int(v) for k, v in measures.items()})
-                       for cell, source, position, measures in items])
-            for ts, items in groups]
+    if groups and isinstance(groups[0], int):  # one bare group, whose measures may be strings
+        ts, items = groups
+        return [(int(ts), [Statement(cell, source, position, {k: int(v) for k, v in measures.items()})
+                           for cell, source, position, measures in items])]
+    # As ``encode_group`` writes them: cells, sources and positions strings, measures ints.
+    return [(ts, [Statement(*item) for item in items]) for ts, items in groups]
 
 
 # ---------------------------------------------------------------- stage 2: per cell
 
-@dataclass(frozen=True)
-class Member:
+class Member(NamedTuple):
     """A source record's applied statement in one cell."""
 
     position: str
@@ -575,11 +568,10 @@ class Member:
 
     @classmethod
     def from_json(cls, value: Sequence[Any]) -> Member:
-        return cls(str(value[0]), dict(value[1]))
+        return cls(value[0], value[1])
 
 
-@dataclass(frozen=True)
-class CellState:
+class CellState(NamedTuple):
     """A cell's totals; ``last`` names the statement applied last, to finish it after a crash."""
 
     totals: Measures
@@ -590,11 +582,11 @@ class CellState:
 
     @classmethod
     def from_json(cls, value: Sequence[Any]) -> CellState:
-        return cls(dict(value[0]), (str(value[1][0]), str(value[1][1])) if value[1] else None)
+        last = value[1]
+        return cls(value[0], (last[0], last[1]) if last else None)
 
 
-@dataclass(frozen=True)
-class Fold:
+class Fold(NamedTuple):
     state: CellState | None  # None: unchanged
     member: Member | None  # None: unchanged
     emit: bool
@@ -610,18 +602,19 @@ def fold(state: CellState | None, member: Member | None, st: Statement) -> Fold:
         return Fold(None, None, emit=False)
     if member is not None and st.position == member.position:
         return Fold(None, None, emit=True)
-    totals = dict(state.totals) if state is not None else {}
     marker = (st.source, st.position)
+    applied = Member(st.position, st.measures)  # measures are never changed in place: shared, not copied
     if state is not None and state.last == marker:
-        return Fold(None, Member(st.position, dict(st.measures)), emit=True)
-    old = member.measures if member is not None else {}
-    for k in set(old) | set(st.measures):
-        v = totals.get(k, 0) + st.measures.get(k, 0) - old.get(k, 0)
-        if v:
-            totals[k] = v
-        else:
-            totals.pop(k, None)
-    return Fold(CellState(totals, marker), Member(st.position, dict(st.measures)), emit=True)
+        return Fold(None, applied, emit=True)
+    totals = dict(state.totals) if state is not None else {}
+    for measures, sign in ((st.measures, 1), (member.measures if member is not None else {}, -1)):
+        for k, v in measures.items():
+            total = totals.get(k, 0) + sign * v
+            if total:
+                totals[k] = total
+            else:
+                totals.pop(k, None)
+    return Fold(CellState(totals, marker), applied, emit=True)
 
 
 # ---------------------------------------------------------------- reference ledger
