@@ -122,16 +122,21 @@ class BufferedTable:
         raw = self.table.data._db_for_partition(partition).get(encode_key(key))
         return None if raw is None else orjson.loads(raw)
 
-    def items(self, partition: int) -> Iterator[tuple[str, Any]]:
-        """The keys and values of one partition's RocksDB database, read as they are needed.
+    def items(self, partition: int, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        """The keys starting with ``prefix`` and their values in one partition's RocksDB database,
+        read as they are needed, in key order.
 
         A consistent view: writes made while the iteration runs are not seen. Neither are the
         writes not flushed yet (flush first). Faust's own ``table.items()`` would read every
-        partition's database.
+        partition's database. The keys are stored as JSON strings, and JSON escapes a string
+        character by character: the keys with a prefix are one range, from the prefix's encoding
+        without its closing quote.
         """
-        for raw_key, raw in self.table.data._db_for_partition(partition).items():
-            if raw_key[:1] == b'"':  # the table's keys are JSON strings; Faust keeps its offset under a key of its own
-                yield orjson.loads(raw_key), orjson.loads(raw)
+        start = encode_key(prefix)[:-1]
+        for raw_key, raw in self.table.data._db_for_partition(partition).items(from_key=start):
+            if not raw_key.startswith(start):
+                return  # past the range (Faust keeps its offset under a key of its own, not a JSON string)
+            yield orjson.loads(raw_key), orjson.loads(raw)
 
     def set(self, partition: int, key: str, value: Any) -> None:
         self.dirty.setdefault(partition, {})[key] = value

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from faust.types import TP
+
 log = logging.getLogger("hip.stats")
 
 
@@ -27,6 +29,7 @@ class StageTwoLag:
         self.stage_one_topics = stage_one_topics  # never the tables' changelogs: Faust pauses those
         self.high = high
         self.next_offset: dict[int, int] = {}  # statements partition -> the next offset stage 2 folds
+        self._tps: dict[int, TP] = {}
         self.paused: set[Any] = set()
         self.pauses = 0
         self.events = 0
@@ -43,15 +46,24 @@ class StageTwoLag:
             self.check(consumer)
 
     def lag(self, consumer: Any) -> int:
-        """Statements messages on the broker that stage 2 has not folded (partitions it has read)."""
+        """Statements messages on the broker that stage 2 has not folded (partitions it has read).
+
+        Only those partitions are visited: the consumer's assignment, a set of every standard
+        partition built again at each call, was 2% of the worker's time.
+        """
         total = 0
-        for tp in consumer.assignment():
-            if tp.topic != self.topic:
-                continue
-            end, done = consumer.highwater(tp), self.next_offset.get(tp.partition)
-            if end is not None and done is not None:
+        for partition, done in self.next_offset.items():
+            tp = self._tps.get(partition)
+            if tp is None:
+                tp = self._tps[partition] = TP(self.topic, partition)
+            end = consumer.highwater(tp)
+            if end is not None:
                 total += max(0, end - done)
         return total
+
+    def forget(self) -> None:
+        """Partitions were revoked: stage 2 may no longer own those it has read."""
+        self.next_offset.clear()
 
     def check(self, consumer: Any) -> None:
         """Pause or resume stage 1's partitions by stage 2's lag.

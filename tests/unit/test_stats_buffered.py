@@ -233,3 +233,20 @@ def test_items_reads_one_partitions_database_as_a_consistent_view(tmp_path: Path
         asyncio.run(flush(ledger, Producer()))
     assert seen == [("src0", [0]), ("src1", [1]), ("src2", [2])]
     assert dict(ledger.items(1))["src9"] == [9]
+
+
+def test_items_with_a_prefix_reads_only_the_keys_that_start_with_it(tmp_path: Path) -> None:
+    # The rollover reads only the window-dependent datasets' entries: a ledger key starts with its
+    # dataset, and the keys of a dataset are one range of the database.
+    ledger, store = store_of(tmp_path, write_ahead=False)
+    keys = ['["department","O1","D1"]', '["department","O1","D2"]', '["departments","O1","X"]',
+            '["inpatient_visit","O1","V\\"1"]', '["inpatient_visit","O2","门诊"]', '["medical_fee","O1","F1"]']
+    for n, key in enumerate(keys):
+        ledger.set(1, key, [n])
+    asyncio.run(flush(ledger, Producer()))
+    store._db_for_partition(1)[b"__faust\0offset__"] = b"17"
+
+    assert [k for k, _ in ledger.items(1, '["department",')] == keys[:2]
+    assert [k for k, _ in ledger.items(1, '["inpatient_visit",')] == keys[3:5]
+    assert [k for k, _ in ledger.items(1, '["lab_report",')] == []
+    assert [k for k, _ in ledger.items(1)] == sorted(keys, key=lambda k: encode_key(k))

@@ -78,3 +78,12 @@ def test_resuming_after_a_rebalance_touches_only_what_is_still_assigned() -> Non
     lag.stage_two_event(consumer, 0, 4999)
     lag.check(consumer)
     assert consumer.paused == set() and not lag.paused
+
+
+def test_a_revocation_forgets_the_partitions_stage_two_had_read() -> None:
+    lag, consumer = flow()
+    consumer.ends = {TP("stats.statements", 0): 5000}
+    lag.stage_two_event(consumer, 0, 0)
+    assert lag.lag(consumer) == 4999
+    lag.forget()  # the partition may now belong to another worker
+    assert lag.lag(consumer) == 0
