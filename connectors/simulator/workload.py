@@ -725,11 +725,19 @@ def execute(conn: Any, profile: Profile, transactions: Iterable[Transaction], *,
 
 
 def id_columns(profile: Profile) -> list[tuple[str, str]]:
-    """(table, column) of every single-column numeric key: the workload's id counter feeds them."""
+    """(table, column) of every key the workload's id counter feeds.
+
+    Every single-column key but the code tables', and the document number of the stock documents'
+    lines (keyed by document and line, with no table of their own for the document): a run that
+    ended on a stock document left the counter above every single-column key, and the next run
+    numbered a document again (a duplicate key in ``YF_CK01``).
+    """
     out: list[tuple[str, str]] = []
     for spec in profile.specs.values():
         if len(spec.key) == 1 and spec.table not in ("GY_KSDM", "GY_YGDM", "YK_YPML", "GY_SFXM", "ZY_CWSZ",
                                                      "base_dept", "base_staff", "base_drug", "base_fee_item"):
+            out.append((spec.table, spec.key[0]))
+        elif spec.columns.get(spec.key[0]) == "doc_no":
             out.append((spec.table, spec.key[0]))
     return sorted(set(out))
 
