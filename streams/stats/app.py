@@ -59,7 +59,7 @@ from hip.proc import trim_heap
 from hip.records import header_findings, record_key
 from hip.settings import load_settings
 from streams import faust_fixes
-from streams.stats import buffered, core, rocks
+from streams.stats import buffered, core
 from streams.stats.decode import StatsDecoder
 from streams.stats.flow import StageTwoLag
 
@@ -109,15 +109,16 @@ SETTINGS = load_settings()
 
 APP_ID = os.environ.get("HIP_STATS_APP_ID", "hip-stats")
 # The tables live in RocksDB under var/ (Faust's memory store grew with every record remembered:
-# 352 MiB after 117,000 standard records). Small write buffers keep the process bounded: 2 tables
-# × HIP_STD_PARTITIONS databases, each at most 2 × 1 MiB of memtables (2 × 2 MiB made a large
-# part of the 339 MiB a million-change catch-up reached), and every database shares one block
-# cache that holds the indexes and filters too (streams/stats/rocks.py).
+# 352 MiB after 117,000 standard records). Small write buffers and caches keep the process bounded:
+# 2 tables × HIP_STD_PARTITIONS databases, each at most 2 × 1 MiB of memtables and a 1 MiB cache
+# (2 × 2 and 4 MiB made 96 MiB of the 339 a million-change catch-up reached).
 DATADIR = SETTINGS.faust_datadir("stats", APP_ID)
+# Copied per table: Faust pops keys from the options it is given.
 # Ten bits a key in the Bloom filters (Faust's default is three): most reads are of keys not there
 # yet (a new record's ledger entry, its first statement in a cell), and at three bits about a
 # quarter of them still read a block of the database to find that out.
-ROCKSDB = {"write_buffer_size": 1 << 20, "max_write_buffer_number": 2, "bloom_filter_size": 10}
+TABLE_OPTIONS = {"driver": "rocksdict", "write_buffer_size": 1 << 20, "max_write_buffer_number": 2,
+                 "block_cache_size": 1 << 20, "bloom_filter_size": 10}
 
 
 class _StatsApp(faust.App):
@@ -189,11 +190,9 @@ std_topics = _raw_topic(*[f"std.{d}{SUFFIX}" for d in SOURCE_DATASETS], TICKS, p
 statements_topic = _raw_topic(f"stats.statements{SUFFIX}", partitions=PARTITIONS, internal=True)
 STAT_TOPICS = {name: f"stat.{name}{SUFFIX}" for name in core.STAT_DATASETS}
 dlq_topic = _raw_topic(f"dlq.stats{SUFFIX}")
-ledger = app.Table("stats-ledger", default=None, key_type=str, partitions=PARTITIONS, options={"driver": "rocksdict"})
-cells = app.Table("stats-cells", default=None, key_type=str, partitions=PARTITIONS, options={"driver": "rocksdict"},
+ledger = app.Table("stats-ledger", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS))
+cells = app.Table("stats-cells", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS),
                   extra_topic_configs={"max.message.bytes": str(buffered.MESSAGE_BYTES)})
-for _table in (ledger, cells):
-    rocks.bound(_table, **ROCKSDB)
 LEDGER = buffered.BufferedTable(ledger, write_ahead=False)  # stage 1 reads and writes the ledger through this
 CELLS = buffered.BufferedTable(cells, write_ahead=True)  # and stage 2 the cells
 _recovered: set[int] = set()  # statements partitions whose last flush this process wrote again
