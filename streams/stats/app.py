@@ -358,7 +358,7 @@ async def _roll(part: int, window: core.Window) -> None:
     """
     await flush()  # the roll reads the ledger from RocksDB: nothing may wait in LEDGER
     rolled = 0
-    for source, value in (kv for dataset in core.WINDOW_FIELDS for kv in LEDGER.items(part, f'["{dataset}",')):
+    for source, value in (kv for dataset in core.WINDOW_FIELDS for kv in LEDGER.items(part, core.source_prefix(dataset))):
         entry = core.Entry.from_json(value)
         if entry.partition != part or entry.fields is None:
             continue

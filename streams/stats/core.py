@@ -341,6 +341,11 @@ def source_ref(dataset: str, org: str, business_key: Sequence[Any]) -> str:
     return orjson.dumps([dataset, org, *[None if v is None else str(v) for v in business_key]]).decode()
 
 
+def source_prefix(dataset: str) -> str:
+    """What every ``source_ref`` of ``dataset`` starts with: the ledger keeps a dataset's records in one range."""
+    return orjson.dumps([dataset]).decode()[:-1] + ","
+
+
 _CELL_IDS: dict[Cell, str] = {}
 _CELLS: dict[str, Cell] = {}
 
