@@ -2,34 +2,37 @@
 
 Stage 1 (agent ``contribute``) reads ``std.<dataset>`` and keeps the ledger of each source record
 (table ``stats-ledger``, keyed by dataset + org + business key, so a key is always updated from the
-one partition its record hashes to). It sends statements to the internal topic ``stats.statements``
-(a cell always maps to the same partition, by CRC-32 of its id): at each flush, one message per
-partition carrying the statements of every event since the last one. Stage 2 (agent ``total``)
-reads that topic and keeps the cell totals and each record's applied statement in one table
-(``stats-cells``). Both tables are written once per flush through ``streams.stats.buffered`` (a
-write-ahead record per partition keeps each of stage 2's flushes whole). Changed cells are
-coalesced and produced to ``stat.<dataset>`` once per flush. A flush happens when a stage holds
-``HIP_STATS_FLUSH_EVENTS`` standard records (stage 1), ``HIP_STATS_FLUSH_CELLS`` changed cells
-(stage 2), ``buffered.FLUSH_BYTES`` of writes or messages, or after ``HIP_STATS_FLUSH_SECONDS``.
+one partition its record hashes to): its last version and its measures in each cell. A new version
+yields the change of each cell's totals (``core.plan``); the changes of a flush are summed per cell
+and sent to the internal topic ``stats.deltas`` (a cell always maps to the same partition, by CRC-32
+of its id), one message per partition, as one numbered ``core.Part`` per source partition. Stage 2
+(agent ``total``) reads that topic and adds the changes into the cell totals (table ``stats-cells``),
+applying each source partition's numbers once. Both tables are written once per flush through
+``streams.stats.buffered``, each flush of a partition whole (a write-ahead record per partition:
+stage 1's also holds the parts it sends, so a crash part way sends the same numbered parts again).
+Changed cells are coalesced and produced to ``stat.<dataset>`` once per flush. A flush happens when
+a stage holds ``HIP_STATS_FLUSH_EVENTS`` standard records (stage 1), ``HIP_STATS_FLUSH_CELLS``
+changed cells, ``buffered.FLUSH_BYTES`` of writes, or after ``HIP_STATS_FLUSH_SECONDS``.
 
 The tables are kept in RocksDB under ``var/data/stats/<app id>`` (Faust reads the changelog only
 past the offset the local database already holds), so memory stays bounded however many records
 the ledger remembers. The directory belongs with the changelog topics: ``make demo-reset`` removes
 both; a directory kept while its changelog topics were deleted would bring back forgotten state.
 
-Both agents iterate per event (tables may not change inside ``take()`` batches) with concurrency 1
-and ack manually: an event is acked only after the flush that wrote its ledger entry and sent its
-statements (stage 1), or emitted the cells it changed (stage 2), was acknowledged by the broker.
-A crash replays every event not yet flushed; the replay sends the same statements again (a
-repeated position), which change no totals (``core.fold`` ignores a repeated position) and emit
-the cells again. An exception never escapes an agent: a bad record goes to ``dlq.stats``; anything
-unknown stops the process before the event is acked, so a restart replays it.
+Both agents iterate per event with concurrency 1 and ack manually: an event is acked only after
+the flush that wrote its ledger entry and sent its changes (stage 1), or emitted the cells it
+changed (stage 2), was acknowledged by the broker. A crash replays every event not yet acked. A
+worker taking a partition over first finishes the partition's last flush from its write-ahead
+record (stage 1 sends its parts again: stage 2 ignores the numbers it applied and emits their cells
+again); a replayed event then finds its version in the ledger and changes nothing, or is counted
+for the first time. An exception never escapes an agent: a bad record goes to ``dlq.stats``;
+anything unknown stops the process before the event is acked, so a restart replays it.
 
 Day rollover: unless ``HIP_STATS_AS_OF`` fixes the window, a timer notices the local date change
 (Asia/Shanghai) and moves the window for new events. The first event of each source partition after
 that (and after a start) first rolls the partition's window-dependent entries (stays, department
 beds) to the new window, recomputing each from the fields the entry keeps (``core.roll``): inside the
-event's iteration, so the ledger writes and the statements are flushed with the event; a crash
+event's iteration, so the ledger writes and the changes are flushed with the event; a crash
 replays the event and the roll, which is idempotent. So that a
 partition without standard records after midnight rolls too (a quiet night), the timer then sends
 one tick to every partition of ``stats.ticks``, a topic stage 1 reads with the standard topics:
@@ -94,9 +97,9 @@ ROLLING = not os.environ.get("HIP_STATS_AS_OF")  # a fixed as_of is a fixed wind
 FLUSH_CELLS = int(os.environ.get("HIP_STATS_FLUSH_CELLS", "2000"))
 FLUSH_SECONDS = float(os.environ.get("HIP_STATS_FLUSH_SECONDS", "0.25"))
 FLUSH_EVENTS = int(os.environ.get("HIP_STATS_FLUSH_EVENTS", "1000"))  # stage 1 events per flush, at most
-# Stage 2's lag (statements messages) above which stage 1's partitions are paused, and below which
-# they are resumed: see StageTwoLag. A flush sends one message per statements partition, carrying
-# up to FLUSH_EVENTS events' statements: 50 messages are a few thousand events.
+# Stage 2's lag (deltas messages) above which stage 1's partitions are paused, and below which
+# they are resumed: see StageTwoLag. A flush sends one message per deltas partition, carrying
+# up to FLUSH_EVENTS events' changes: 50 messages are a few thousand events.
 MAX_LAG = int(os.environ.get("HIP_STATS_MAX_LAG", "50"))
 MAX_POLL_RECORDS = int(os.environ.get("HIP_STATS_MAX_POLL_RECORDS", "2000"))  # 0: Faust's default, no limit
 FETCH_KIB = int(os.environ.get("HIP_STATS_FETCH_KIB", "64"))  # fetched ahead per partition
@@ -107,7 +110,9 @@ _listed = [d for d in os.environ.get("HIP_STATS_DATASETS", "").split(",") if d]
 SOURCE_DATASETS = _listed or [d.name for d in CATALOGUE if not d.is_statistic]
 SETTINGS = load_settings()
 
-APP_ID = os.environ.get("HIP_STATS_APP_ID", "hip-stats")
+# "-v2": the ledger keeps measures and stage 2 adds changes (before, absolute statements folded per
+# record): a new consumer group and new tables count everything again from the standard topics.
+APP_ID = os.environ.get("HIP_STATS_APP_ID", "hip-stats-v2")
 # The tables live in RocksDB under var/ (Faust's memory store grew with every record remembered:
 # 352 MiB after 117,000 standard records). Small write buffers and caches keep the process bounded:
 # 2 tables × HIP_STD_PARTITIONS databases, each at most 2 × 1 MiB of memtables and a 1 MiB cache
@@ -115,7 +120,7 @@ APP_ID = os.environ.get("HIP_STATS_APP_ID", "hip-stats")
 DATADIR = SETTINGS.faust_datadir("stats", APP_ID)
 # Copied per table: Faust pops keys from the options it is given.
 # Ten bits a key in the Bloom filters (Faust's default is three): most reads are of keys not there
-# yet (a new record's ledger entry, its first statement in a cell), and at three bits about a
+# yet (a new record's ledger entry, a cell's first total), and at three bits about a
 # quarter of them still read a block of the database to find that out.
 TABLE_OPTIONS = {"driver": "rocksdict", "write_buffer_size": 1 << 20, "max_write_buffer_number": 2,
                  "block_cache_size": 1 << 20, "bloom_filter_size": 10}
@@ -170,10 +175,10 @@ app = _StatsApp(
     # Records handed over per poll. Faust's default is no limit: in a catch-up a poll unpacked what
     # every partition had fetched, about 150,000 records (60 MiB of Python objects) alive at once.
     broker_max_poll_records=MAX_POLL_RECORDS or None,
-    # Stage 2's write-ahead record holds a whole flush of one partition: flushes stop at about
-    # buffered.FLUSH_BYTES, but that counts characters, and a statements message may add its
-    # writes on top. Room to spare, so that no flush can be too big to send (a changelog topic
-    # made before this setting keeps the broker's 1 MiB).
+    # A write-ahead record holds a whole flush of one partition: flushes stop at about
+    # buffered.FLUSH_BYTES, but that counts characters, and an event (or stage 1's outbox) may
+    # add its writes on top. Room to spare, so that no flush can be too big to send (a changelog
+    # topic made before this setting keeps the broker's 1 MiB).
     producer_max_request_size=buffered.MESSAGE_BYTES,
 )
 TICKS = f"stats.ticks{SUFFIX}"
@@ -187,15 +192,18 @@ def _raw_topic(*names: str, **options: Any) -> Any:
 
 ticks_topic = _raw_topic(TICKS, partitions=PARTITIONS, internal=True)
 std_topics = _raw_topic(*[f"std.{d}{SUFFIX}" for d in SOURCE_DATASETS], TICKS, partitions=PARTITIONS)
-statements_topic = _raw_topic(f"stats.statements{SUFFIX}", partitions=PARTITIONS, internal=True)
+deltas_topic = _raw_topic(f"stats.deltas{SUFFIX}", partitions=PARTITIONS, internal=True)
 STAT_TOPICS = {name: f"stat.{name}{SUFFIX}" for name in core.STAT_DATASETS}
 dlq_topic = _raw_topic(f"dlq.stats{SUFFIX}")
-ledger = app.Table("stats-ledger", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS))
+ledger = app.Table("stats-ledger", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS),
+                   extra_topic_configs={"max.message.bytes": str(buffered.MESSAGE_BYTES)})
 cells = app.Table("stats-cells", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS),
                   extra_topic_configs={"max.message.bytes": str(buffered.MESSAGE_BYTES)})
-LEDGER = buffered.BufferedTable(ledger, write_ahead=False)  # stage 1 reads and writes the ledger through this
+LEDGER = buffered.BufferedTable(ledger, write_ahead=True)  # stage 1 reads and writes the ledger through this
 CELLS = buffered.BufferedTable(cells, write_ahead=True)  # and stage 2 the cells
-_recovered: set[int] = set()  # statements partitions whose last flush this process wrote again
+_recovered: set[int] = set()  # deltas partitions whose last flush this process wrote again
+_recovered_sources: set[int] = set()  # source partitions whose last flush this process finished again
+SEQ: dict[int, dict[int, int]] = {}  # source partition -> deltas partition -> number of the last part sent
 _codec: Any = None
 _decoder: StatsDecoder | None = None
 
@@ -217,7 +225,7 @@ def decoder() -> StatsDecoder:
 
 
 def target_partition(cell_text: str) -> int:
-    """The statements partition of a cell: stable across processes (``hash()`` is salted)."""
+    """The deltas partition of a cell: stable across processes (``hash()`` is salted)."""
     return zlib.crc32(cell_text.encode()) % PARTITIONS
 
 
@@ -243,35 +251,36 @@ class _Held:
 
 
 class _StageOne(_Held):
-    """Stage 1's unacked events and the statements they made, sent and acked by ``flush``.
-
-    A statements message carries the statements of every event since the last flush for the cells
-    of its partition (``core.join_groups``).
-    """
+    """Stage 1's unacked events and the changes they made, summed per source partition and cell."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.groups: dict[int, list[bytes]] = {}  # statements partition -> encoded [ts, items]
-        self.bytes = 0
+        # source partition -> deltas partition -> cell -> change of its totals
+        self.deltas: dict[int, dict[int, dict[str, core.Measures]]] = {}
+        self.ts: dict[int, int] = {}  # source partition -> latest source commit time of its changes (ms)
+        self.cells = 0  # (source partition, cell) pairs held
         self.counted: Counter[tuple[str, str]] = Counter()  # events in by (org, system), for the metrics
 
-    def add(self, statements: list[core.Statement], ts: int) -> None:
-        groups: dict[int, list[core.Statement]] = {}
-        for st in statements:
-            groups.setdefault(target_partition(st.cell), []).append(st)
-        for part, group in groups.items():
-            text = core.encode_group(ts, group)
-            self.groups.setdefault(part, []).append(text)
-            self.bytes += len(text)
+    def add(self, part: int, deltas: dict[str, core.Measures], ts: int) -> None:
+        if not deltas:
+            return
+        by_target = self.deltas.setdefault(part, {})
+        for cell, delta in deltas.items():
+            into = by_target.setdefault(target_partition(cell), {})
+            if cell not in into:
+                self.cells += 1
+            core.merge_delta(into, cell, delta)
+        if ts > self.ts.get(part, 0):
+            self.ts[part] = ts
 
     def due(self) -> bool:
-        return (len(self.events) >= FLUSH_EVENTS or self.bytes >= buffered.FLUSH_BYTES
+        return (len(self.events) >= FLUSH_EVENTS or self.cells >= FLUSH_CELLS
                 or LEDGER.bytes >= buffered.FLUSH_BYTES or self.overdue())
 
-    def take(self) -> tuple[dict[int, bytes], list[Any]]:
-        messages = {p: core.join_groups(texts) for p, texts in self.groups.items()}
-        events, self.events, self.groups, self.bytes = self.events, [], {}, 0
-        return messages, events
+    def take(self) -> tuple[dict[int, dict[int, dict[str, core.Measures]]], dict[int, int], list[Any]]:
+        out = self.deltas, self.ts, self.events
+        self.deltas, self.ts, self.events, self.cells = {}, {}, [], 0
+        return out
 
 
 ONE = _StageOne()
@@ -294,12 +303,12 @@ async def _dead_letter(event: Any, reason: str, message: str) -> None:
     metrics.DEAD_LETTERS.labels(stage=STAGE, org="", reason=reason).inc()
 
 
-LAG = StageTwoLag(statements_topic.get_topic_name(), frozenset(std_topics.topics), MAX_LAG)
+LAG = StageTwoLag(deltas_topic.get_topic_name(), frozenset(std_topics.topics), MAX_LAG)
 
 
 @app.agent(std_topics, concurrency=1)
 async def contribute(stream: Any) -> None:
-    """Stage 1: a standard record version → statements for each cell it touches or left."""
+    """Stage 1: a standard record version → the change of each cell it touches or left."""
     manual = stream.noack()
     ONE.stream = manual
     async for event in manual.events():
@@ -315,8 +324,11 @@ async def contribute(stream: Any) -> None:
 async def _contribute(event: Any) -> None:
     window = WINDOW
     part = event.message.partition
+    if part not in _recovered_sources:
+        await _recover_source(part)  # before anything reads this partition's ledger
+        _recovered_sources.add(part)
     if ROLLING and _rolled.get(part) != window.end:
-        # Its ledger writes and statements are flushed with this event: a crash replays the event
+        # Its ledger writes and changes are flushed with this event: a crash replays the event
         # and the roll.
         await _roll(part, window)
         _rolled[part] = window.end
@@ -340,9 +352,30 @@ async def _contribute(event: Any) -> None:
     old = LEDGER.get(part, source)
     p = core.plan(source, core.Entry.from_json(old) if old else None, core.version(record), new,
                   fields=core.window_fields(dataset, record), window=window, partition=part)
-    ONE.add(p.statements, core.to_ms(record.get("source_ts")) or 0)
-    if p.entry is not None and not p.stale and not p.replay:
+    if p.entry is not None:
         LEDGER.set(part, source, p.entry.to_json())
+        ONE.add(part, p.deltas, core.to_ms(record.get("source_ts")) or 0)
+
+
+def outbox_key(partition: int) -> str:
+    """The ledger key of a source partition's last numbered parts (see ``_flush_stage_one``)."""
+    return f"O{partition}"
+
+
+async def _recover_source(part: int) -> None:
+    """Finish a source partition's last stage-1 flush: its ledger writes, then its parts again.
+
+    Stage 2 ignores the parts it applied already; it may not have received them at all if the
+    worker stopped part way. The numbering goes on from the last flush's number.
+    """
+    producer = await app.maybe_start_producer()
+    written = await LEDGER.recover(producer, part)
+    box = LEDGER.get(part, outbox_key(part))
+    SEQ[part] = {q: seq for q, seq in box[1]} if box else {}
+    if box:
+        await _send_parts(producer, {part: box})
+    if written:
+        log.info("stats: source partition %d: last flush finished again (%d keys)", part, written)
 
 
 async def _roll(part: int, window: core.Window) -> None:
@@ -351,7 +384,7 @@ async def _roll(part: int, window: core.Window) -> None:
     Reads from RocksDB only the entries of the datasets whose contribution depends on the window
     (a ledger key starts with its dataset: ``core.source_ref``), one entry at a time: the rest of
     the ledger, most of it, is never read (every start rolled, and a full read of two million
-    entries took seconds). Flushes whenever the rolled entries' statements or ledger writes reach
+    entries took seconds). Flushes whenever the rolled entries' changes or ledger writes reach
     a flush's size: a ledger of half a million records read whole took the worker to 520 MiB at
     its start. A crash part way replays the event and rolls again; the entries already rolled then
     change nothing.
@@ -364,13 +397,12 @@ async def _roll(part: int, window: core.Window) -> None:
             continue
         dataset, org = json.loads(source)[:2]
         p = core.roll(source, dataset, org, entry, window)
-        if p is None:
+        if p is None or p.entry is None:
             continue
-        ONE.add(p.statements, int(time.time() * 1000))
-        if p.entry is not None and not p.replay:
-            LEDGER.set(part, source, p.entry.to_json())
+        LEDGER.set(part, source, p.entry.to_json())
+        ONE.add(part, p.deltas, int(time.time() * 1000))
         rolled += 1
-        if ONE.bytes >= buffered.FLUSH_BYTES or LEDGER.bytes >= buffered.FLUSH_BYTES:
+        if ONE.cells >= FLUSH_CELLS or LEDGER.bytes >= buffered.FLUSH_BYTES:
             await flush()
     if rolled:
         log.info("stats: partition %d rolled to %s (%d records)", part, window.as_of, rolled)
@@ -470,28 +502,55 @@ async def _flush_or_stop() -> None:
 
 
 async def _flush_stage_one() -> None:
-    """Send the statements, then write the ledger, then ack stage 1's events.
+    """Write each source partition's flush whole, send its numbered parts, then ack stage 1's events.
 
-    The ledger only once the broker has the statements: an entry names the version it was written
-    for and the cells that version left (``core.Entry.retired``), which a replay of that version
-    sends again, but not the cells the versions before it in the same flush left. If the entry
-    landed and those statements did not, the replay would find it and never retract them.
+    A source partition's ledger writes and its parts (under ``outbox_key``) go first into its
+    write-ahead record, acknowledged before any of them is written or sent: a worker that stops
+    part way leaves either nothing of the flush (its events are replayed and counted then) or the
+    whole of it in that record (``_recover_source`` finishes it, and stage 2 ignores the numbers
+    it has applied). Without it, a change sent whose ledger entry did not land would be counted
+    again by the replay.
     """
-    if not (ONE.events or ONE.groups or LEDGER.dirty):  # a roll's writes come before its event is held
+    if not (ONE.events or ONE.deltas or LEDGER.dirty):  # a roll's writes come before its event is held
         return
     # Taken together, before anything awaits: the agent goes on while this flush waits.
-    messages, events = ONE.take()
+    deltas, stamps, events = ONE.take()
+    boxes: dict[int, list[Any]] = {}
+    for part, by_target in deltas.items():
+        items: list[tuple[int, list[tuple[str, core.Measures]]]] = []
+        for q, cells in sorted(by_target.items()):
+            changed = [(cell, d) for cell, d in cells.items() if d]  # without the changes that cancelled out
+            if changed:
+                items.append((q, changed))
+        if not items:
+            continue
+        seqs = SEQ.setdefault(part, {})
+        for q, _ in items:
+            seqs[q] = seqs.get(q, 0) + 1
+        # The outbox: this flush's parts, and every number so far (a restart numbers on from them).
+        boxes[part] = [stamps.get(part, 0), sorted(seqs.items()), items]
+        LEDGER.set(part, outbox_key(part), boxes[part])
     writes = LEDGER.take()
     producer = await app.maybe_start_producer()
-    topic = statements_topic.get_topic_name()
-    await asyncio.gather(*[await producer.send(topic, str(p).encode(), value, p, None, None)
-                           for p, value in sorted(messages.items())])
-    changelog = await LEDGER.write(producer, writes, {})
+    changelog = await LEDGER.write(producer, writes, await LEDGER.write_ahead(producer, writes))
+    await _send_parts(producer, boxes)
     LEDGER.persisted(list(await asyncio.gather(*changelog)))
     await ONE.ack(events)
     counted, ONE.counted = ONE.counted, Counter()
     for (org, system), n in counted.items():  # one metrics update per label set and flush, not per event
         metrics.EVENTS_IN.labels(stage=STAGE, org=org, system=system).inc(n)
+
+
+async def _send_parts(producer: Any, boxes: dict[int, list[Any]]) -> None:
+    """One deltas message per partition, with the part of each source partition's outbox for it."""
+    parts: dict[int, list[core.Part]] = {}
+    for source, (ts, seqs, items) in sorted(boxes.items()):
+        numbers = dict(seqs)
+        for q, cells in items:
+            parts.setdefault(q, []).append(core.Part(source, numbers[q], ts, cells))
+    topic = deltas_topic.get_topic_name()
+    await asyncio.gather(*[await producer.send(topic, str(q).encode(), core.encode_parts(group), q, None, None)
+                           for q, group in sorted(parts.items())])
 
 
 async def _flush_stage_two() -> None:
@@ -523,23 +582,41 @@ async def _flush_stage_two() -> None:
     metrics.BATCH_SECONDS.labels(stage=STAGE).observe(time.perf_counter() - started)
 
 
-def _fold(part: int, st: core.Statement, pos: str, ts: int) -> None:
-    state_key, member_key = f"T{st.cell}", f"M{st.cell}\x1f{st.source}"
-    state_json, member_json = CELLS.get(part, state_key), CELLS.get(part, member_key)
-    state = core.CellState.from_json(state_json) if state_json else None
-    f = core.fold(state, core.Member.from_json(member_json) if member_json else None, st)
-    if f.state is not None:
-        CELLS.set(part, state_key, f.state.to_json())
-        state = f.state
-    if f.member is not None:
-        CELLS.set(part, member_key, f.member.to_json())
-    if f.emit:
-        PENDING.cells.mark(st.cell, state.totals if state is not None else {}, pos, ts)
+def _applied(part: int, item: core.Part) -> core.Applied:
+    """The numbers applied in a partition from the part's source partition (key ``S<source>``)."""
+    return core.Applied.from_json(CELLS.get(part, f"S{item.source}"))
 
 
-@app.agent(statements_topic, concurrency=1)
+def _apply(part: int, item: core.Part) -> None:
+    """Add one part's changes into the cell totals, unless its number was applied already.
+
+    The cells go to ``PENDING`` either way: a part sent again by a flush finished after a crash
+    emits its cells again (the worker before may have stopped before it emitted them)."""
+    applied = _applied(part, item)
+    pos = position(part)
+    if applied.has(item.seq):
+        for cell, _ in item.deltas:
+            PENDING.cells.mark(cell, CELLS.get(part, f"T{cell}") or {}, pos, item.ts)
+        return
+    for cell, delta in item.deltas:
+        key = f"T{cell}"
+        totals = core.add_measures(CELLS.get(part, key), delta)
+        CELLS.set(part, key, totals)
+        PENDING.cells.mark(cell, totals, pos, item.ts)
+    CELLS.set(part, f"S{item.source}", applied.add(item.seq).to_json())
+
+
+def position(part: int) -> str:
+    """The ``source_position`` of the rows stage 2 emits from a partition: the number of deltas
+    messages that changed its totals so far, kept with them (``C<partition>``), so it only grows,
+    across restarts and whatever order the messages are read in. "v2" sorts after the "st" of the
+    statements topic the worker read before, so the sink takes the new rows."""
+    return f"v2:{part:04d}:{CELLS.get(part, f'C{part}') or 0:020d}"
+
+
+@app.agent(deltas_topic, concurrency=1)
 async def total(stream: Any) -> None:
-    """Stage 2: fold statements into cell totals; changed cells are emitted by ``flush``."""
+    """Stage 2: add the changes into the cell totals; changed cells are emitted by ``flush``."""
     manual = stream.noack()
     PENDING.stream = manual
     async for event in manual.events():
@@ -551,11 +628,11 @@ async def total(stream: Any) -> None:
                 _recovered.add(part)
                 if written:
                     log.info("stats: partition %d: last flush written again (%d keys)", part, written)
-            # Offsets only grow within the partition every statement of a cell lands on.
-            pos = f"st:{part:04d}:{event.message.offset:020d}"
-            for ts, statements in core.statement_groups(event.value):
-                for st in statements:
-                    _fold(part, st, pos, ts)
+            parts = core.decode_parts(event.value)
+            if any(not _applied(part, item).has(item.seq) for item in parts):
+                CELLS.set(part, f"C{part}", (CELLS.get(part, f"C{part}") or 0) + 1)  # the next position
+            for item in parts:
+                _apply(part, item)
             LAG.stage_two_event(app.consumer, part, event.message.offset)
             PENDING.hold(event)
             if PENDING.due():
@@ -568,14 +645,15 @@ async def total(stream: Any) -> None:
 async def _forget_recovered(sender: Any, revoked: Any, **kwargs: Any) -> None:
     """A partition assigned again may have been written by another worker meanwhile: recover it again.
 
-    Faust flushed stage 2 before this (``_StatsApp._consumer_wait_empty``): nothing is pending."""
+    Faust flushed both stages before this (``_StatsApp._consumer_wait_empty``): nothing is pending."""
     _recovered.clear()
+    _recovered_sources.clear()
     LAG.forget()
 
 
 @app.timer(interval=FLUSH_SECONDS)
 async def flush_idle() -> None:
-    """Flush when no statement arrives to trigger it."""
+    """Flush when no event arrives to trigger it."""
     try:
         if LAG.paused:
             LAG.check(app.consumer)

@@ -88,18 +88,12 @@ class Statistics:
         ledger = self.ledger
         p = core.plan(source, ledger.entries.get(source), core.version(rec), new,
                       fields=core.window_fields(dataset, rec), window=self.window)
-        if p.entry is not None and not p.stale and not p.replay:
-            ledger.entries[source] = p.entry
-        for st in p.statements:
-            key = (st.cell, st.source)
-            f = core.fold(ledger.cells.get(st.cell), ledger.members.get(key), st)
-            if f.state is not None:
-                ledger.cells[st.cell] = f.state
-            if f.member is not None:
-                ledger.members[key] = f.member
-            if f.emit:
-                state = ledger.cells.get(st.cell)
-                self.pending.mark(st.cell, state.totals if state else {}, position, 0)
+        if p.entry is None:
+            return
+        ledger.entries[source] = p.entry
+        for cell, delta in p.deltas.items():
+            totals = ledger.cells[cell] = core.add_measures(ledger.cells.get(cell), delta)
+            self.pending.mark(cell, totals, position, 0)
 
     def flush(self) -> None:
         for cell_text, (totals, position, ts) in self.pending.take().items():

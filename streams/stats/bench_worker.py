@@ -4,7 +4,7 @@
 
 The in-process benchmark (``streams.stats.bench``) prices the statistics' arithmetic; this one
 prices what the worker really does per standard record: Faust consuming it, the ledger in RocksDB
-and its changelog, the statements through Kafka, stage 2's cell table and changelog, and the
+and its changelog, the summed changes through Kafka, stage 2's cell table and changelog, and the
 ``stat.*`` records. Steps:
 
 1. the simulator's Debezium events go through the normalizer's ``Processor`` with the registry's
@@ -12,7 +12,7 @@ and its changelog, the statements through Kafka, stage 2's cell table and change
 2. the standard records are produced to fresh topics of this run (``std.<dataset>.b<tag>``);
 3. ``python -m streams.stats.app`` starts on them (its own app id, topic suffix and a fixed census
    window); the time runs from its first committed offset to the moment every standard record and
-   every statement it sent are committed (offsets are committed every few seconds: read the rate
+   every deltas message it sent are committed (offsets are committed every few seconds: read the rate
    to about ±10% at the default size);
 4. the run's topics and tables are removed.
 
@@ -59,7 +59,7 @@ def standard_messages(vendor: str, events: int, registry: str) -> list[Any]:
 def committed_and_end(bootstrap: str, group: str, topics: list[str]) -> tuple[int, int] | None:
     """Offsets the group committed and the end offsets, summed over ``topics`` (None: not made yet).
 
-    A new client each time: one that asked before the worker created its statements topic keeps
+    A new client each time: one that asked before the worker created its deltas topic keeps
     the topic unknown until its metadata is refreshed, minutes later."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
@@ -67,7 +67,7 @@ def committed_and_end(bootstrap: str, group: str, topics: list[str]) -> tuple[in
         done = sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
         end = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
         return done, end
-    except KafkaException:  # the worker has not created its statements topic yet
+    except KafkaException:  # the worker has not created its deltas topic yet
         return None
     finally:
         consumer.close()
@@ -89,7 +89,7 @@ def main() -> None:
     messages = standard_messages(args.vendor, args.events, settings.registry_url)
     datasets = sorted({m.topic[len("std."):] for m in messages})
     std = [f"std.{d}{suffix}" for d in datasets]
-    internal = [f"stats.statements{suffix}", f"stats.ticks{suffix}", f"dlq.stats{suffix}"]
+    internal = [f"stats.deltas{suffix}", f"stats.ticks{suffix}", f"dlq.stats{suffix}"]
     stat = [f"stat.{d}{suffix}" for d in core.STAT_DATASETS]
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in std + stat]).values():
@@ -132,7 +132,7 @@ def main() -> None:
     print(f"\nstatistics worker through Kafka, {len(messages)} standard records of {args.events} simulated "
           f"events of vendor {args.vendor}; machine: {machine()}\n")
     cpu = cpu_last - cpu_first
-    print(f"{'records':>8} {'statements msgs':>15} {'seconds':>8} {'records/s':>10} {'CPU s':>6} "
+    print(f"{'records':>8} {'deltas msgs':>15} {'seconds':>8} {'records/s':>10} {'CPU s':>6} "
           f"{'CPU µs/record':>13} {'peak memory':>12}")
     print(f"{len(messages):>8} {st_end:>15} {seconds:>8.1f} {len(messages) / seconds:>10.0f} {cpu:>6.1f} "
           f"{cpu / len(messages) * 1e6:>13.0f} {peak_kib / 1024:>8.0f} MiB")

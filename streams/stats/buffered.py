@@ -1,25 +1,22 @@
 """The statistics' tables, written once per flush instead of once per change.
 
 A Faust table write costs a RocksDB put and a changelog message, every time: a cell total that
-a thousand statements change in half a second was written a thousand times. Here a stage reads
+a thousand records change in half a second was written a thousand times. Here a stage reads
 through a dict of its writes since the last flush and keeps only each key's last value; the flush
 writes each changed key once (``BufferedTable.write``), before the events that made the writes
 are acked.
 
-Stage 1's ledger needs nothing more: a replayed record finds its entry either written (and sends
-the same statements again) or not (and plans them again from the previous entry), so any subset
-of a flush's writes may land. Stage 2's cells table does (``write_ahead``): the totals and the
-members of one flush reach the changelog as separate messages, and a crash can land some of them
-without the others. A replayed statement must then see a member and a total that agree
-(``core.fold`` relies on it): with one write per statement the total named the statement it
-applied, which no longer holds once a flush folds many statements into one total. So each flush
-first writes, per partition, one record under the key ``W<partition>`` holding every key and value
-of the flush, waits for the broker to acknowledge it, and only then writes the keys themselves. A
-worker taking the partition over (after a restart, with or without its local RocksDB) writes that
-record's keys again before its first statement (``recover``): the last flush is then whole,
-whichever of its messages landed. Earlier flushes were whole before the next one began (their
-writes are awaited before their events are acked). The write-ahead record is overwritten by the
-next flush, so compaction keeps one per partition.
+Each flush of a partition must land whole (``write_ahead``): its keys reach the changelog as
+separate messages, and a crash can land some of them without the others. Stage 2's totals and the
+numbers of the parts they applied must agree, and stage 1's ledger entries must agree with the
+changes it sent (``streams.stats.app``). So each flush first writes, per partition, one record under
+the key ``W<partition>`` holding every key and value of the flush, waits for the broker to
+acknowledge it, and only then writes the keys themselves. A worker taking the partition over (after
+a restart, with or without its local RocksDB) writes that record's keys again before it reads the
+partition (``recover``): the last flush is then whole, whichever of its messages landed. Earlier
+flushes were whole before the next one began (their writes are awaited before their events are
+acked). The write-ahead record is overwritten by the next flush, so compaction keeps one per
+partition.
 
 Keys and values go to RocksDB and the changelog in the table's own encoding (JSON, by orjson as
 Faust writes it when orjson is installed), so Faust's recovery restores them as it restores its

@@ -6,12 +6,14 @@ derived from the sums only when a row is emitted.
 
 Two stages keep the totals exact under updates, deletes, replays and crashes:
 
-1. ``plan`` (keyed by the source record): compares the record's position with the last one seen,
-   and turns the new version into *statements*: the record's full contribution to each cell it
-   touches now, and an empty contribution to each cell it touched before but no longer does.
-   Statements are absolute, so sending one twice is harmless; no before-image is needed.
-2. ``fold`` (keyed by the cell): keeps each record's last statement per cell and adds
-   ``new - old`` to the cell's totals, ignoring older or repeated positions.
+1. ``plan`` (keyed by the source record): keeps the record's last version and its measures in each
+   cell; a newer version (or a delete) yields the *change* of each cell's totals, ``new - old``,
+   and an older or repeated version yields nothing. No before-image is needed: the ledger is the
+   before-image.
+2. Stage 2 (keyed by the cell) adds the changes into the cell totals (``add_measures``). A stage-1
+   flush sends its changes once per stage-2 partition as ``Part``s numbered per source partition,
+   and stage 2 applies each number once: this, and each stage's flush being written whole (see
+   ``streams.stats.buffered``), is what makes every change count exactly once.
 
 Days are local (Asia/Shanghai) ISO dates. The daily census (patients at 24:00, occupied and open
 bed-days) covers the statistics window ``[since, as_of)``: an open stay counts every midnight from
@@ -385,56 +387,37 @@ _QUALITY_PREFIX = '["' + QUALITY + '",'
 # ---------------------------------------------------------------- stage 1: per source record
 
 class Entry(NamedTuple):
-    """What stage 1 remembers of a source record: its position and the cells of its last version.
+    """What stage 1 remembers of a source record: its version and what that version contributes.
 
-    ``retired`` are the cells that version stopped contributing to; they are re-sent on a replay of
-    the same position, so a crash between saving the entry and sending the statements loses nothing.
-    A record whose contribution depends on the census window (stays, department beds) also keeps the
-    few fields that contribution reads (``fields``) and the window it was computed for (``window``,
-    epoch days ``[first, end)``), so the day rollover can recompute it from the ledger alone.
-    ``partition`` is the source partition the entry is updated from: the rollover of a partition
-    visits only its own entries.
+    ``cells`` maps each cell id to the record's measures in it, so the next version (or a delete)
+    sends only the difference. A record whose contribution depends on the census window (stays,
+    department beds) also keeps the few fields that contribution reads (``fields``) and the window
+    it was computed for (``window``, epoch days ``[first, end)``), so the day rollover can
+    recompute it from the ledger alone. ``partition`` is the source partition the entry is updated
+    from: the rollover of a partition visits only its own entries.
     """
 
     position: str
-    cells: tuple[str, ...]
-    retired: tuple[str, ...] = ()
+    cells: dict[str, Measures]
     fields: dict[str, Any] | None = None
     window: tuple[int, int] | None = None
     partition: int | None = None
 
     def to_json(self) -> list[Any]:
-        out: list[Any] = [self.position, list(self.cells), list(self.retired)]
-        if self.fields is not None or self.partition is not None:
-            out += [self.fields, list(self.window) if self.window else None, self.partition]
-        return out
+        return [self.position, self.cells, self.fields, list(self.window) if self.window else None, self.partition]
 
     @classmethod
     def from_json(cls, value: Sequence[Any]) -> Entry:
-        if len(value) > 3:
-            w = value[4]
-            return cls(str(value[0]), tuple(value[1]), tuple(value[2]), value[3],
-                       (int(w[0]), int(w[1])) if w else None, value[5])
-        return cls(str(value[0]), tuple(value[1]), tuple(value[2]))
-
-
-class Statement(NamedTuple):
-    """A source record's whole contribution to one cell as of ``position`` (empty = none)."""
-
-    cell: str
-    source: str
-    position: str
-    measures: Measures
+        w = value[3]
+        return cls(str(value[0]), value[1], value[2], (int(w[0]), int(w[1])) if w else None, value[4])
 
 
 class Plan(NamedTuple):
-    entry: Entry | None
-    statements: list[Statement]
-    stale: bool = False
-    replay: bool = False
+    entry: Entry | None  # None: the ledger keeps what it has (an older or repeated version)
+    deltas: dict[str, Measures]  # cell id -> the change of its totals (no zeros)
 
 
-VERSION_MARK = "\x1e"  # below every printable character and below ROLL_MARK
+VERSION_MARK = "\x1e"  # below every printable character
 
 
 def version(record: Mapping[str, Any]) -> str:
@@ -449,30 +432,61 @@ def version(record: Mapping[str, Any]) -> str:
     return f"{record['source_position']}{VERSION_MARK}{ingest:015d}"
 
 
+def difference(new: Mapping[str, Measures], old: Mapping[str, Measures]) -> dict[str, Measures]:
+    """``new - old`` per cell, without zeros (cells and measures absent from one side count as 0)."""
+    out: dict[str, Measures] = {}
+    for cell, m in new.items():
+        before = old.get(cell)
+        if before is None:
+            out[cell] = m  # measures are never changed in place: shared, not copied
+        elif before != m:
+            d = {k: v - before.get(k, 0) for k, v in m.items() if v != before.get(k, 0)}
+            d.update((k, -v) for k, v in before.items() if k not in m and v)
+            if d:
+                out[cell] = d
+    for cell, before in old.items():
+        if cell not in new:
+            out[cell] = {k: -v for k, v in before.items() if v}
+    return out
+
+
 def plan(source: str, old: Entry | None, position: str, new: Contributions, *,
          keep: Sequence[str] = (), fields: dict[str, Any] | None = None, window: Window | None = None,
          partition: int | None = None) -> Plan:
-    """Statements for a new version of ``source`` (``new`` empty for a delete).
+    """The ledger entry and the totals' changes for a new version of ``source`` (``new`` empty for a
+    delete). An older or repeated version changes nothing.
 
-    ``keep``: cells the entry goes on naming without a statement (the rollover leaves dataset 60's
+    ``keep``: cells whose measures the entry keeps as they were (the rollover leaves dataset 60's
     cells alone, as it cannot recompute them).
     """
-    if old is not None and position < old.position:
-        return Plan(old, [], stale=True)
+    if old is not None and position <= old.position:
+        return Plan(None, {})
     cells = {cell_id(c): m for c, m in new.items()}
-    if old is not None and position == old.position:
-        retired = old.retired
-        statements = [Statement(c, source, position, m) for c, m in sorted(cells.items())]
-        statements += [Statement(c, source, position, {}) for c in retired if c not in cells]
-        return Plan(old, statements, replay=True)
-    kept = set(keep) - set(cells)
-    retired = tuple(sorted(set(old.cells) - set(cells) - kept)) if old is not None else ()
-    statements = [Statement(c, source, position, m) for c, m in sorted(cells.items())]
-    statements += [Statement(c, source, position, {}) for c in retired]
-    entry = Entry(position, tuple(sorted(set(cells) | kept)), retired,
-                  fields, (window.first, window.end) if fields is not None and window is not None else None,
-                  partition)
-    return Plan(entry, statements)
+    if old is not None:
+        for c in keep:
+            if c not in cells and c in old.cells:
+                cells[c] = old.cells[c]
+    entry = Entry(position, cells, fields,
+                  (window.first, window.end) if fields is not None and window is not None else None, partition)
+    return Plan(entry, difference(cells, old.cells if old is not None else {}))
+
+
+def add_measures(totals: Mapping[str, int] | None, delta: Mapping[str, int]) -> Measures:
+    """``totals + delta``, a new dict without zeros."""
+    out = dict(totals) if totals else {}
+    for k, v in delta.items():
+        total = out.get(k, 0) + v
+        if total:
+            out[k] = total
+        else:
+            out.pop(k, None)
+    return out
+
+
+def merge_delta(into: dict[str, Measures], cell: str, delta: Mapping[str, int]) -> None:
+    """Add one cell's change into a batch of changes (a cell whose changes cancel out stays, empty)."""
+    before = into.get(cell)
+    into[cell] = add_measures(before, delta) if before is not None else dict(delta)
 
 
 # ---------------------------------------------------------------- day rollover
@@ -484,7 +498,6 @@ WINDOW_FIELDS: dict[str, tuple[str, ...]] = {
                         "admission_route_code", "discharge_method_code"),
     "department": ("dept_code", "is_active", "open_beds", "approved_beds"),
 }
-ROLL_MARK = "\x1f"  # below every printable character: a rolled position sorts before the next version
 
 
 def window_fields(dataset: str, record: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -505,121 +518,77 @@ def window_fields(dataset: str, record: Mapping[str, Any]) -> dict[str, Any] | N
     return out
 
 
-def roll_position(position: str, window: Window) -> str:
-    """The position of a record's contribution recomputed for ``window``: after its version, before
-    the next one (positions of one source have a fixed width)."""
-    return position.split(ROLL_MARK, 1)[0] + ROLL_MARK + iso_day(window.end)
-
-
 def roll(source: str, dataset: str, org: str, entry: Entry, window: Window) -> Plan | None:
-    """The statements that move a record's window-dependent contribution to ``window``.
+    """The entry and changes that move a record's window-dependent contribution to ``window``.
 
-    Derived from the entry alone, so it is idempotent: an entry already rolled to ``window`` gives a
-    replay (the same statements again, harmless downstream), an entry whose contribution does not
-    change gives None. Cells of dataset 60 are kept as they are.
+    Derived from the entry alone, so it is idempotent: an entry already rolled to ``window`` (or a
+    later one), or whose contribution does not change, gives None. The entry keeps its position (a
+    replay of its version stays a repeat). Cells of dataset 60 are kept as they are.
     """
-    if entry.fields is None or entry.window is None:
+    if entry.fields is None or entry.window is None or entry.window[1] >= window.end:
         return None
-    fn = CONTRIBUTORS[dataset]
-    if entry.window == (window.first, window.end):
-        if ROLL_MARK not in entry.position:
-            return None
-        new = fn(org, entry.fields, window)
-        return plan(source, entry, entry.position, new)
-    if entry.window[1] > window.end:
-        return None  # computed for a later window already
-    old_window = Window(_EPOCH + dt.timedelta(days=entry.window[0]), _EPOCH + dt.timedelta(days=entry.window[1]))
-    new = fn(org, entry.fields, window)
-    if new == fn(org, entry.fields, old_window):
-        return None
+    new = CONTRIBUTORS[dataset](org, entry.fields, window)
     keep = [c for c in entry.cells if is_quality_cell(c)]
-    return plan(source, entry, roll_position(entry.position, window), new, keep=keep, fields=entry.fields,
-                window=window, partition=entry.partition)
+    p = plan(source, None, entry.position, new, fields=entry.fields, window=window, partition=entry.partition)
+    assert p.entry is not None
+    cells = {**p.entry.cells, **{c: entry.cells[c] for c in keep}}
+    deltas = difference(cells, entry.cells)
+    if not deltas:
+        return None
+    return Plan(p.entry._replace(cells=cells), deltas)
 
 
-# ---------------------------------------------------------------- statements messages
+# ---------------------------------------------------------------- deltas messages (stage 1 -> stage 2)
 
-def encode_group(ts: int, statements: Sequence[Statement]) -> bytes:
-    """One record version's statements for one partition, as they travel: ``[source_ts, items]``."""
-    return orjson.dumps([ts, [[st.cell, st.source, st.position, st.measures] for st in statements]])
+class Part(NamedTuple):
+    """One stage-1 flush's changes for the cells of one stage-2 partition, from one source partition.
 
-
-def join_groups(groups: Sequence[bytes]) -> bytes:
-    """A statements message: the groups of every record version flushed together, in order."""
-    return b"[" + b",".join(groups) + b"]"
-
-
-def statement_groups(value: bytes) -> list[tuple[int, list[Statement]]]:
-    """The groups of a statements message (a message of one bare group, as sent per event before, too)."""
-    groups = orjson.loads(value)
-    if groups and isinstance(groups[0], int):  # one bare group, whose measures may be strings
-        ts, items = groups
-        return [(int(ts), [Statement(cell, source, position, {k: int(v) for k, v in measures.items()})
-                           for cell, source, position, measures in items])]
-    # As ``encode_group`` writes them: cells, sources and positions strings, measures ints.
-    return [(ts, [Statement(*item) for item in items]) for ts, items in groups]
-
-
-# ---------------------------------------------------------------- stage 2: per cell
-
-class Member(NamedTuple):
-    """A source record's applied statement in one cell."""
-
-    position: str
-    measures: Measures
-
-    def to_json(self) -> list[Any]:
-        return [self.position, self.measures]
-
-    @classmethod
-    def from_json(cls, value: Sequence[Any]) -> Member:
-        return cls(value[0], value[1])
-
-
-class CellState(NamedTuple):
-    """A cell's totals; ``last`` names the statement applied last, to finish it after a crash."""
-
-    totals: Measures
-    last: tuple[str, str] | None = None
-
-    def to_json(self) -> list[Any]:
-        return [self.totals, list(self.last) if self.last else None]
-
-    @classmethod
-    def from_json(cls, value: Sequence[Any]) -> CellState:
-        last = value[1]
-        return cls(value[0], (last[0], last[1]) if last else None)
-
-
-class Fold(NamedTuple):
-    state: CellState | None  # None: unchanged
-    member: Member | None  # None: unchanged
-    emit: bool
-
-
-def fold(state: CellState | None, member: Member | None, st: Statement) -> Fold:
-    """Apply one statement to a cell: totals += new - old, exactly once per position.
-
-    Save ``state`` before ``member``: if only the state reached the changelog, ``last`` shows the
-    totals already hold this statement and a replay only saves the member.
+    ``seq`` counts the parts source partition ``source`` sent to that stage-2 partition (1, 2, …):
+    stage 2 applies each number once (``Applied``), so a part sent again (a stage-1 flush finished
+    again after a crash) or delivered again changes nothing, in whatever order they arrive.
     """
-    if member is not None and st.position < member.position:
-        return Fold(None, None, emit=False)
-    if member is not None and st.position == member.position:
-        return Fold(None, None, emit=True)
-    marker = (st.source, st.position)
-    applied = Member(st.position, st.measures)  # measures are never changed in place: shared, not copied
-    if state is not None and state.last == marker:
-        return Fold(None, applied, emit=True)
-    totals = dict(state.totals) if state is not None else {}
-    for measures, sign in ((st.measures, 1), (member.measures if member is not None else {}, -1)):
-        for k, v in measures.items():
-            total = totals.get(k, 0) + sign * v
-            if total:
-                totals[k] = total
-            else:
-                totals.pop(k, None)
-    return Fold(CellState(totals, marker), applied, emit=True)
+
+    source: int
+    seq: int
+    ts: int  # the latest source commit time among the changes (ms), for the emitted rows
+    deltas: list[tuple[str, Measures]]
+
+
+def encode_parts(parts: Sequence[Part]) -> bytes:
+    """A deltas message: ``[[source, seq, ts, [[cell, measures], ...]], ...]``."""
+    return orjson.dumps([[p.source, p.seq, p.ts, p.deltas] for p in parts])
+
+
+def decode_parts(value: bytes) -> list[Part]:
+    return [Part(source, seq, ts, deltas) for source, seq, ts, deltas in orjson.loads(value)]
+
+
+class Applied(NamedTuple):
+    """The numbers stage 2 applied from one source partition: all up to ``low``, and ``above``.
+
+    Kafka delivers a partition in order, but the consumer can read part of it again (a message it
+    never delivered after a start: ``streams.faust_fixes``, fix 2), so a number may arrive before
+    the ones below it; ``above`` holds those until the gap closes, and stays small.
+    """
+
+    low: int = 0
+    above: tuple[int, ...] = ()
+
+    def has(self, seq: int) -> bool:
+        return seq <= self.low or seq in self.above
+
+    def add(self, seq: int) -> Applied:
+        low, above = self.low, sorted((*self.above, seq))
+        while above and above[0] == low + 1:
+            low = above.pop(0)
+        return Applied(low, tuple(above))
+
+    def to_json(self) -> list[Any]:
+        return [self.low, list(self.above)]
+
+    @classmethod
+    def from_json(cls, value: Sequence[Any] | None) -> Applied:
+        return cls(value[0], tuple(value[1])) if value else cls()
 
 
 # ---------------------------------------------------------------- reference ledger
@@ -629,8 +598,7 @@ class Ledger:
     """Both stages in memory: the reference the Faust processor must agree with (and the bench)."""
 
     entries: dict[str, Entry] = field(default_factory=dict)
-    cells: dict[str, CellState] = field(default_factory=dict)
-    members: dict[tuple[str, str], Member] = field(default_factory=dict)
+    cells: dict[str, Measures] = field(default_factory=dict)
     origins: dict[str, tuple[str, str]] = field(default_factory=dict)  # source -> (dataset, org), for rolling
 
     def apply(self, source: str, position: str, new: Contributions | None, *, dataset: str | None = None,
@@ -659,25 +627,12 @@ class Ledger:
     def _run(self, source: str, p: Plan) -> dict[Cell, Measures]:
         if p.entry is not None:
             self.entries[source] = p.entry
-        delta: dict[Cell, Measures] = {}
-        for st in p.statements:
-            state = self.cells.get(st.cell)
-            f = fold(state, self.members.get((st.cell, st.source)), st)
-            if f.member is not None:
-                self.members[(st.cell, st.source)] = f.member
-            if f.state is None:
-                continue
-            self.cells[st.cell] = f.state
-            before = state.totals if state is not None else {}
-            after = f.state.totals
-            d = {k: after.get(k, 0) - before.get(k, 0) for k in before.keys() | after.keys()}
-            d = {k: v for k, v in d.items() if v}
-            if d:
-                delta[parse_cell(st.cell)] = d
-        return delta
+        for cell, d in p.deltas.items():
+            self.cells[cell] = add_measures(self.cells.get(cell), d)
+        return {parse_cell(c): d for c, d in p.deltas.items()}
 
     def totals(self) -> dict[Cell, Measures]:
-        return {parse_cell(c): dict(s.totals) for c, s in self.cells.items() if s.totals}
+        return {parse_cell(c): dict(m) for c, m in self.cells.items() if m}
 
 
 class Coalescer:

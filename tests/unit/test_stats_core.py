@@ -5,11 +5,10 @@ import datetime as dt
 import json
 import random
 from decimal import Decimal
-from typing import Any
 
 from streams.stats import core
 from streams.stats.core import (ADMISSION, BED_USAGE, FEE, INPATIENT, OUTPATIENT, QUALITY, Ledger, Window,
-                                contributions, fold, plan)
+                                contributions, plan)
 
 W = Window(dt.date(2024, 1, 25), dt.date(2024, 2, 3))
 ORG = "H1"
@@ -88,15 +87,18 @@ def test_operations_and_quality() -> None:
     assert star["required_values_expected"] >= star.get("required_values_missing", 0)
 
 
-def test_plan_retracts_cells_left_and_ignores_older_positions() -> None:
+def test_plan_retracts_cells_left_and_ignores_older_and_repeated_versions() -> None:
     a = {("s", ORG, "x"): {"n": 1}}
-    b = {("s", ORG, "y"): {"n": 2}}
+    b = {("s", ORG, "y"): {"n": 2}, ("s", ORG, "x"): {"n": 1, "m": 4}}
     p1 = plan("r", None, "0002", a)
+    assert p1.deltas == {'["s","H1","x"]': {"n": 1}}
     p2 = plan("r", p1.entry, "0003", b)
-    assert [(s.cell, s.measures) for s in p2.statements] == [('["s","H1","y"]', {"n": 2}), ('["s","H1","x"]', {})]
-    assert plan("r", p2.entry, "0001", a).stale
-    replay = plan("r", p2.entry, "0003", b)
-    assert replay.replay and {s.cell for s in replay.statements} == {'["s","H1","x"]', '["s","H1","y"]'}
+    assert p2.deltas == {'["s","H1","y"]': {"n": 2}, '["s","H1","x"]': {"m": 4}}
+    p3 = plan("r", p2.entry, "0004", {})  # a delete takes back everything the record gave
+    assert p3.deltas == {'["s","H1","y"]': {"n": -2}, '["s","H1","x"]': {"n": -1, "m": -4}}
+    assert p3.entry is not None and p3.entry.cells == {}
+    for position in ("0001", "0003"):  # older, repeated: the ledger keeps what it has
+        assert plan("r", p2.entry, position, a) == core.Plan(None, {})
 
 
 def test_a_record_produced_again_later_replaces_its_first_arrival() -> None:
@@ -109,23 +111,25 @@ def test_a_record_produced_again_later_replaces_its_first_arrival() -> None:
     assert core.version({**op, "source_position": "pg:0001:10"}) > core.version(again)  # a prefix sorts first, as in SQL
     first = plan("r", None, core.version(op), core.contributions("operation_record", op, W))
     second = plan("r", first.entry, core.version(again), core.contributions("operation_record", again, W))
-    assert not second.stale and not second.replay
-    star = [s for s in second.statements if s.cell.endswith('"operation_record","*"]')][0]
-    assert star.measures["delay_seconds_total"] == 11
-    assert plan("r", second.entry, core.version(again), {}).replay  # the same copy once more changes nothing
-    assert plan("r", second.entry, core.version(op), {}).stale
+    assert second.entry is not None
+    star = [c for c in second.entry.cells if c.endswith('"operation_record","*"]')][0]
+    assert second.entry.cells[star]["delay_seconds_total"] == 11
+    assert second.deltas[star] == {"delay_seconds_total": 10}  # 11 s instead of the first copy's 1 s
+    assert plan("r", second.entry, core.version(again), {}).entry is None  # the same copy once more changes nothing
+    assert plan("r", second.entry, core.version(op), {}).entry is None
 
 
-def test_fold_is_exactly_once_even_after_a_half_written_change() -> None:
-    st = core.Statement("c", "r", "0005", {"n": 3})
-    f = fold(None, None, st)
-    assert f.state is not None and f.state.totals == {"n": 3}
-    assert fold(f.state, f.member, st).state is None  # repeated: no change
-    # state saved, member lost (crash between the two writes): the replay only saves the member
-    g = fold(f.state, None, st)
-    assert g.state is None and g.member is not None
-    older = core.Statement("c", "r", "0004", {"n": 9})
-    assert not fold(f.state, f.member, older).emit
+def test_changes_add_up_cancel_out_and_never_change_what_they_were_given() -> None:
+    given = {"n": 3, "m": -1}
+    assert core.add_measures(None, given) == given
+    total = core.add_measures({"n": 2, "k": 5}, given)
+    assert total == {"n": 5, "m": -1, "k": 5} and given == {"n": 3, "m": -1}
+    assert core.add_measures(total, {"n": -5, "m": 1, "k": -5}) == {}
+    batch: dict[str, core.Measures] = {}
+    core.merge_delta(batch, "c", given)
+    core.merge_delta(batch, "c", {"n": -3, "m": 1})
+    assert batch == {"c": {}} and given == {"n": 3, "m": -1}
+    assert core.difference({"a": {"n": 1}}, {"a": {"n": 1}, "b": {"n": 2}}) == {"b": {"n": -2}}
 
 
 def test_ledger_random_history_equals_last_versions() -> None:
@@ -234,59 +238,21 @@ def test_rollover_keeps_quality_cells_and_replays_after_a_crash() -> None:
     assert core.Entry.from_json(p.entry.to_json()) == p.entry
     nxt = Window(window.since + dt.timedelta(days=1), window.as_of + dt.timedelta(days=1))
     rolled = core.roll("s", "inpatient_visit", ORG, p.entry, nxt)
-    assert rolled is not None and rolled.entry is not None
-    assert not any(core.is_quality_cell(s.cell) for s in rolled.statements)
-    assert [c for c in p.entry.cells if core.is_quality_cell(c)] == [
-        c for c in rolled.entry.cells if core.is_quality_cell(c)]
-    assert "p1" < rolled.entry.position < "p2"
-    again = core.roll("s", "inpatient_visit", ORG, rolled.entry, nxt)  # the tick replayed after a crash
-    assert again is not None and again.replay
-    assert {s.cell for s in again.statements} == {s.cell for s in rolled.statements}
+    assert rolled is not None and rolled.entry is not None and rolled.deltas
+    assert not any(core.is_quality_cell(c) for c in rolled.deltas)
+    quality = {c: m for c, m in p.entry.cells.items() if core.is_quality_cell(c)}
+    assert quality and quality == {c: m for c, m in rolled.entry.cells.items() if core.is_quality_cell(c)}
+    assert rolled.entry.position == "p1"  # a replay of that version stays a repeat
+    assert rolled.entry.window == (nxt.first, nxt.end)
+    assert core.roll("s", "inpatient_visit", ORG, rolled.entry, nxt) is None  # the tick replayed after a crash
     assert core.roll("s", "inpatient_visit", ORG, rolled.entry, window) is None  # an older tick
 
 
-def test_statements_messages_carry_the_groups_of_a_flush_and_read_the_old_format() -> None:
-    a = [core.Statement('["x"]', "r1", "p1", {"n": 1}), core.Statement('["y"]', "r1", "p1", {})]
-    b = [core.Statement('["x"]', "r2", "p7", {"n": -2, "m": 5})]
-    message = core.join_groups([core.encode_group(10, a), core.encode_group(20, b)])
-    assert core.statement_groups(message) == [(10, a), (20, b)]
-    old = b'[30,[["[\\"z\\"]","r3","p3",{"n":"4"}]]]'  # one message per record version, as sent before
-    assert core.statement_groups(old) == [(30, [core.Statement('["z"]', "r3", "p3", {"n": 4})])]
-
-
-def _flushed(sent: list[core.Statement], folded: dict[str, Any]) -> dict[str, Any]:
-    """Stage 2's totals after folding ``sent`` into ``folded`` ({cell: state, (cell, source): member})."""
-    for st in sent:
-        f = fold(folded.get(st.cell), folded.get((st.cell, st.source)), st)
-        if f.state is not None:
-            folded[st.cell] = f.state
-        if f.member is not None:
-            folded[(st.cell, st.source)] = f.member
-    return {c: s.totals for c, s in folded.items() if isinstance(c, str) and s.totals}
-
-
-def test_a_flush_must_not_land_its_ledger_without_its_statements() -> None:
-    # One flush holds two versions of a record: v1 leaves cell A for B, v2 leaves B for C.
-    v0 = plan("r", None, "p0", {("A",): {"n": 1}})
-    folded: dict[str, Any] = {}
-    _flushed(v0.statements, folded)
-    v1 = plan("r", v0.entry, "p1", {("B",): {"n": 1}})
-    v2 = plan("r", v1.entry, "p2", {("C",): {"n": 1}})
-    expected = _flushed(v1.statements + v2.statements, dict(folded))
-    assert expected == {core.cell_id(("C",)): {"n": 1}}
-
-    # The statements landed, the ledger did not: the replay plans both versions again from v0.
-    replayed = dict(folded)
-    _flushed(v1.statements + v2.statements, replayed)
-    r1 = plan("r", v0.entry, "p1", {("B",): {"n": 1}})
-    r2 = plan("r", r1.entry, "p2", {("C",): {"n": 1}})
-    assert _flushed(r1.statements + r2.statements, replayed) == expected
-
-    # Had the ledger (v2's entry) landed without them, the replay of v1 would be stale and v2's
-    # replay re-sends only what v2 left (B): A would never be retracted. Hence statements first.
-    assert plan("r", v2.entry, "p1", {("B",): {"n": 1}}).stale
-    lost = _flushed(plan("r", v2.entry, "p2", {("C",): {"n": 1}}).statements, dict(folded))
-    assert lost != expected and core.cell_id(("A",)) in lost
+def test_deltas_messages_carry_numbered_parts() -> None:
+    parts = [core.Part(3, 17, 1000, [('["x"]', {"n": 1}), ('["y"]', {"n": -2, "m": 5})]),
+             core.Part(5, 1, 0, [('["x"]', {"n": 4})])]
+    assert core.decode_parts(core.encode_parts(parts)) == [
+        p._replace(deltas=[list(d) for d in p.deltas]) for p in parts]  # JSON has no tuples
 
 
 def test_source_refs_keep_the_bytes_the_ledger_was_keyed_by() -> None:
@@ -295,3 +261,16 @@ def test_source_refs_keep_the_bytes_the_ledger_was_keyed_by() -> None:
         expected = json.dumps(["4", ORG, *[None if v is None else str(v) for v in key]],
                               ensure_ascii=False, separators=(",", ":"))
         assert core.source_ref("4", ORG, key) == expected
+
+
+def test_applied_numbers_survive_repeats_and_reordering() -> None:
+    applied = core.Applied()
+    for seq in (1, 2, 5, 3):  # 4 read after 5: the consumer read part of the partition again
+        assert not applied.has(seq)
+        applied = applied.add(seq)
+    assert applied == core.Applied(3, (5,))
+    assert all(applied.has(s) for s in (1, 2, 3, 5)) and not applied.has(4)
+    applied = applied.add(4)
+    assert applied == core.Applied(5, ()) and applied.has(5) and not applied.has(6)
+    assert core.Applied.from_json(applied.add(7).to_json()) == core.Applied(5, (7,))
+    assert core.Applied.from_json(None) == core.Applied()
