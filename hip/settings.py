@@ -46,6 +46,8 @@ class Settings:
     # Every std.* and stat.* topic has this many partitions: Faust's tables in the statistics
     # worker need their source topics partitioned alike.
     std_partitions: int = 6
+    # The statistics worker's Faust app id: its consumer group, and the prefix of its tables' topics.
+    stats_app_id: str = "hip-stats-v2"
 
     def faust_datadir(self, worker: str, app_id: str) -> Path:
         """A Faust app's data directory under ``var/``, made with its parents (Faust makes only the
@@ -130,4 +132,5 @@ def load_settings() -> Settings:
         poller_metrics_port=port("POLLER_METRICS"),
         ingest_port=port("INGEST"),
         std_partitions=int(os.environ.get("HIP_STD_PARTITIONS", "6")),
+        stats_app_id=os.environ.get("HIP_STATS_APP_ID", "hip-stats-v2"),
     )

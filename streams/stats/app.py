@@ -110,9 +110,10 @@ _listed = [d for d in os.environ.get("HIP_STATS_DATASETS", "").split(",") if d]
 SOURCE_DATASETS = _listed or [d.name for d in CATALOGUE if not d.is_statistic]
 SETTINGS = load_settings()
 
-# "-v2": the ledger keeps measures and stage 2 adds changes (before, absolute statements folded per
-# record): a new consumer group and new tables count everything again from the standard topics.
-APP_ID = os.environ.get("HIP_STATS_APP_ID", "hip-stats-v2")
+# HIP_STATS_APP_ID, by default "hip-stats-v2": the ledger keeps measures and stage 2 adds changes
+# (before, absolute statements folded per record), so a new consumer group and new tables count
+# everything again from the standard topics.
+APP_ID = SETTINGS.stats_app_id
 # The tables live in RocksDB under var/ (Faust's memory store grew with every record remembered:
 # 352 MiB after 117,000 standard records). Small write buffers and caches keep the process bounded:
 # 2 tables × HIP_STD_PARTITIONS databases, each at most 2 × 1 MiB of memtables and a 1 MiB cache
