@@ -215,10 +215,14 @@ def wait_equal(reader: StatReader, expected: dict[core.Cell, core.Measures], tim
 
 
 def clean_up(worker: subprocess.Popen[bytes], conn: Any, settings: Any, app_id: str) -> None:
-    """Stop the worker, close the warehouse connection, remove the worker's RocksDB tables."""
+    """Stop the worker, close the warehouse connection, remove the worker's RocksDB tables and its
+    consumer group (left behind, its lag showed on the dashboards)."""
     isolated.stop_worker(worker, 30)
     conn.close()
     shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    for future in admin.delete_consumer_groups([app_id], request_timeout=30).values():
+        future.result(30)
 
 
 def setup_run(settings: Any, suffix: str) -> Any:
