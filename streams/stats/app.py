@@ -204,7 +204,6 @@ LEDGER = buffered.BufferedTable(ledger, write_ahead=True)  # stage 1 reads and w
 CELLS = buffered.BufferedTable(cells, write_ahead=True)  # and stage 2 the cells
 _recovered: set[int] = set()  # deltas partitions whose last flush this process wrote again
 _recovered_sources: set[int] = set()  # source partitions whose last flush this process finished again
-SEQ: dict[int, dict[int, int]] = {}  # source partition -> deltas partition -> number of the last part sent
 _codec: Any = None
 _decoder: StatsDecoder | None = None
 
@@ -367,12 +366,11 @@ async def _recover_source(part: int) -> None:
     """Finish a source partition's last stage-1 flush: its ledger writes, then its parts again.
 
     Stage 2 ignores the parts it applied already; it may not have received them at all if the
-    worker stopped part way. The numbering goes on from the last flush's number.
+    worker stopped part way. The numbering goes on from that outbox's numbers.
     """
     producer = await app.maybe_start_producer()
     written = await LEDGER.recover(producer, part)
     box = LEDGER.get(part, outbox_key(part))
-    SEQ[part] = {q: seq for q, seq in box[1]} if box else {}
     if box:
         await _send_parts(producer, {part: box})
     if written:
@@ -525,10 +523,12 @@ async def _flush_stage_one() -> None:
                 items.append((q, changed))
         if not items:
             continue
-        seqs = SEQ.setdefault(part, {})
+        last = LEDGER.get(part, outbox_key(part))  # the previous outbox holds the numbers so far
+        seqs: dict[int, int] = dict(last[1]) if last else {}
         for q, _ in items:
             seqs[q] = seqs.get(q, 0) + 1
-        # The outbox: this flush's parts, and every number so far (a restart numbers on from them).
+        # The outbox: this flush's parts, and every number so far (the next flush, here or after a
+        # restart, numbers on from them).
         boxes[part] = [stamps.get(part, 0), sorted(seqs.items()), items]
         LEDGER.set(part, outbox_key(part), boxes[part])
     writes = LEDGER.take()
@@ -583,18 +583,12 @@ async def _flush_stage_two() -> None:
     metrics.BATCH_SECONDS.labels(stage=STAGE).observe(time.perf_counter() - started)
 
 
-def _applied(part: int, item: core.Part) -> core.Applied:
-    """The numbers applied in a partition from the part's source partition (key ``S<source>``)."""
-    return core.Applied.from_json(CELLS.get(part, f"S{item.source}"))
-
-
-def _apply(part: int, item: core.Part) -> None:
-    """Add one part's changes into the cell totals, unless its number was applied already.
+def _apply(part: int, item: core.Part, applied: core.Applied, pos: str) -> None:
+    """Add one part's changes into the cell totals, unless its number is among ``applied`` (the
+    numbers applied from its source partition, key ``S<source>``).
 
     The cells go to ``PENDING`` either way: a part sent again by a flush finished after a crash
     emits its cells again (the worker before may have stopped before it emitted them)."""
-    applied = _applied(part, item)
-    pos = position(part)
     if applied.has(item.seq):
         for cell, _ in item.deltas:
             PENDING.cells.mark(cell, CELLS.get(part, f"T{cell}") or {}, pos, item.ts)
@@ -628,11 +622,13 @@ async def total(stream: Any) -> None:
                 _recovered.add(part)
                 if written:
                     log.info("stats: partition %d: last flush written again (%d keys)", part, written)
-            parts = core.decode_parts(event.value)
-            if any(not _applied(part, item).has(item.seq) for item in parts):
+            parts = core.decode_parts(event.value)  # one part per source partition
+            applied = [core.Applied.from_json(CELLS.get(part, f"S{item.source}")) for item in parts]
+            if any(not done.has(item.seq) for item, done in zip(parts, applied)):
                 CELLS.set(part, f"C{part}", (CELLS.get(part, f"C{part}") or 0) + 1)  # the next position
-            for item in parts:
-                _apply(part, item)
+            pos = position(part)
+            for item, done in zip(parts, applied):
+                _apply(part, item, done, pos)
             LAG.stage_two_event(app.consumer, part, event.message.offset)
             PENDING.hold(event)
             if PENDING.due():
