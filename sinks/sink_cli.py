@@ -73,6 +73,7 @@ def run_cmd(datasets: tuple[str, ...], group: str, batch_size: int, batch_wait: 
             metrics_port: int | None) -> None:
     """Consume std.* and stat.* topics and upsert them into the warehouse until stopped."""
     from hip import metrics
+    from hip.proc import relax_gc
     from sinks.warehouse import Warehouse
     from sinks.worker import BatchWriter, SinkConfig, SinkWorker
 
@@ -92,6 +93,7 @@ def run_cmd(datasets: tuple[str, ...], group: str, batch_size: int, batch_wait: 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     click.echo(f"sink: {len(topics)} topics, group {group}", err=True)
+    relax_gc()  # set-up done: see hip.proc
     worker.run()
 
 

@@ -135,6 +135,9 @@ def run_demo_sink(argv: list[str]) -> None:
     worker = SinkWorker(config, [f"std.{dataset}"], lambda producer: BatchWriter(
         Warehouse(settings.warehouse_dsn), codec, lambda _: table, producer, config.dlq_topic))
     signal.signal(signal.SIGTERM, lambda *_: worker.stop_event.set())
+    from hip.proc import relax_gc
+
+    relax_gc()  # as the sink command does (sinks/sink_cli.py)
     worker.run()
 
 

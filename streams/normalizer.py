@@ -38,7 +38,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from hip import metrics
 from hip.errors import TransientError
-from hip.proc import trim_heap
+from hip.proc import relax_gc, trim_heap
 from hip.settings import load_settings
 from streams import faust_fixes
 from streams.core.mapping import MappingSet
@@ -234,6 +234,7 @@ def build_app(cfg: NormalizerConfig, bootstrap: str, processor: Processor, mappi
 def run_worker(app: faust.App, state: WorkerState, loglevel: str = "info") -> int:
     """Run the app until it stops; exit code 0, or 1 after a fatal batch failure."""
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    relax_gc()  # set-up done: see hip.proc
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

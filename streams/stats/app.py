@@ -58,7 +58,7 @@ from hip import metrics
 from hip.catalogue import load_catalogue
 from hip.codec import codec_from_settings
 from hip.errors import RecordError
-from hip.proc import trim_heap
+from hip.proc import relax_gc, trim_heap
 from hip.records import header_findings, record_key
 from hip.settings import load_settings
 from streams import faust_fixes
@@ -697,6 +697,7 @@ def main(argv: list[str] | None = None) -> None:
     # Faust's worker command starts its web server unless told not to (web_enabled alone does not
     # stop it); two workers on one machine would then fight over port 6066.
     sys.argv = ["hip-stats", "worker", "-l", "info", "--without-web", *(argv or [])]
+    relax_gc()  # set-up done: see hip.proc
     app.main()
 
 
