@@ -60,3 +60,25 @@ def test_a_recorded_pid_counts_while_its_process_lives(tmp_path: Path) -> None:
     assert recorded_pid(tmp_path, "normalizer") is None  # a stale one
     (tmp_path / "normalizer.pid").write_text(f"{os.getpid()}\n")
     assert recorded_pid(tmp_path, "normalizer") == os.getpid()
+
+
+def test_relax_gc_freezes_the_start_and_still_collects_later_cycles() -> None:
+    # In a child process: the thresholds and the frozen objects are the whole process's.
+    script = """
+import gc, weakref
+from hip.proc import GC_THRESHOLDS, relax_gc
+relax_gc()
+assert gc.get_threshold() == GC_THRESHOLDS, gc.get_threshold()
+assert gc.get_freeze_count() > 1000, gc.get_freeze_count()
+class Node: pass
+a, b = Node(), Node()
+a.other, b.other = b, a
+gone = weakref.ref(a)
+del a, b
+gc.collect()
+assert gone() is None, "a cycle made after the freeze was not collected"
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
