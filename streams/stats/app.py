@@ -666,31 +666,40 @@ async def trim() -> None:
         trim_heap()
 
 
-def _create_ticks_topic() -> None:
-    """``stats.ticks`` with a partition for each standard topic partition, before the worker starts.
+def _create_own_topics() -> None:
+    """``stats.ticks`` and ``stats.deltas``, a partition for each standard topic partition, before
+    the worker starts.
 
-    Faust declares only the topics its agents and tables own; this one is read as one of the
-    standard topics, and the broker would otherwise create it with its default partition count."""
+    Faust declares only the topics its agents and tables own, and the ticks are read as one of the
+    standard topics: the broker would otherwise create that one with its default partition count.
+    The deltas topic Faust would create itself, but while it starts: after ``make demo-reset`` had
+    deleted it, the group's first assignment was made from metadata that did not have it yet
+    ("Ignoring missing topic"), so stage 2 had no partition for five minutes (until the metadata's
+    next refresh), stage 1 was paused behind it, and its flush waited for the topic's metadata with
+    its events unacked. Both now exist, with their partitions, before Faust asks for any.
+    """
     from confluent_kafka.admin import NewTopic
 
     from hip.topics import create_missing, partition_count
 
-    create_missing(SETTINGS.bootstrap_servers, [NewTopic(TICKS, PARTITIONS, 1)])
-    found = partition_count(SETTINGS.bootstrap_servers, TICKS)
-    deadline = time.monotonic() + 15
-    while found is None and time.monotonic() < deadline:  # just created: the metadata may lag behind
-        time.sleep(0.5)
-        found = partition_count(SETTINGS.bootstrap_servers, TICKS)
-    if found != PARTITIONS:
-        raise SystemExit(f"topic {TICKS} has {found} partitions, the standard topics {PARTITIONS}: "
-                         f"delete it (make demo-reset does) and start the worker again")
+    names = [TICKS, deltas_topic.get_topic_name()]
+    create_missing(SETTINGS.bootstrap_servers, [NewTopic(name, PARTITIONS, 1) for name in names])
+    for name in names:
+        found = partition_count(SETTINGS.bootstrap_servers, name)
+        deadline = time.monotonic() + 15
+        while found is None and time.monotonic() < deadline:  # just created: the metadata may lag behind
+            time.sleep(0.5)
+            found = partition_count(SETTINGS.bootstrap_servers, name)
+        if found != PARTITIONS:
+            raise SystemExit(f"topic {name} has {found} partitions, the standard topics {PARTITIONS}: "
+                             f"delete it (make demo-reset does) and start the worker again")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the worker (``hip stats run``)."""
     import sys
 
-    _create_ticks_topic()
+    _create_own_topics()
     port = int(os.environ.get("HIP_STATS_METRICS_PORT", SETTINGS.stats_metrics_port))
     if port:
         metrics.serve(port, STAGE)
