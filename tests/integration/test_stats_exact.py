@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from hip.catalogue import load_catalogue
@@ -221,8 +221,17 @@ def clean_up(worker: subprocess.Popen[bytes], conn: Any, settings: Any, app_id: 
     conn.close()
     shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    for future in admin.delete_consumer_groups([app_id], request_timeout=30).values():
-        future.result(30)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            for future in admin.delete_consumer_groups([app_id], request_timeout=30).values():
+                future.result(30)
+            return
+        except KafkaException as exc:
+            # A worker that had to be killed stays a member until its session times out.
+            if exc.args[0].code() != KafkaError.NON_EMPTY_GROUP or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def setup_run(settings: Any, suffix: str) -> Any:
