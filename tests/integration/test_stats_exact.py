@@ -221,14 +221,15 @@ def clean_up(worker: subprocess.Popen[bytes], conn: Any, settings: Any, app_id: 
     conn.close()
     shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    deadline = time.monotonic() + 60
+    # A worker that had to be killed stays a member until its session (Faust's default: 60 s) times
+    # out: one stopped while it was still joining the group did not exit on SIGTERM within 30 s.
+    deadline = time.monotonic() + 150
     while True:
         try:
             for future in admin.delete_consumer_groups([app_id], request_timeout=30).values():
                 future.result(30)
             return
         except KafkaException as exc:
-            # A worker that had to be killed stays a member until its session times out.
             if exc.args[0].code() != KafkaError.NON_EMPTY_GROUP or time.monotonic() > deadline:
                 raise
             time.sleep(2)
