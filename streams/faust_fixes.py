@@ -17,13 +17,26 @@ before ``faust.App(...)``).
 2. No commit past a message that was never acknowledged. ``Consumer._new_offset`` turns the acked
    offsets of a partition into the offset to commit, and checks that they start where the last
    commit ended with ``min(acked) - committed > 1``; but ``committed`` is already the next offset to
-   read, so a single missing message at the head passes. Right after a start the fetcher can drop
-   the first message of a partition (seen in the statistics' SIGKILL test: the first record of a
+   read, so a single missing message at the head passes. After each assignment messages can be
+   missing at the head: the stream drops, without delivering or acking them, the messages fetched
+   under the previous generation or while the flow was suspended (``StreamIterator._prepare_event``),
+   and the fetcher has moved past them. Seen in the statistics' SIGKILL test: the first record of a
    partition after the restart never reached the agent, the next ones did, and the commit went past
-   it). ``_new_offset`` here commits nothing while the head is missing; if it is still missing a few
+   it. ``_new_offset`` here commits nothing while the head is missing; if it is still missing a few
    seconds later the partition is sought back to the committed offset, so the message is delivered
    again (with the ones after it: at-least-once, which every consumer here tolerates). Offsets that
    retention removed from the log meanwhile are recorded as a gap instead, so the commit moves on.
+
+   A partition never committed needs a head too. Faust's ``perform_seek`` (after each rebalance)
+   seeks every partition to its committed offset, so what the stream dropped is read again; one
+   with no committed offset yet was left where the fetcher was, past the dropped messages, and with
+   no committed offset there was no head to check: the first commit went past them for good. Seen
+   in the statistics' exactness test: a worker restarted while a killed one was still a member got
+   half the partitions, then all of them a minute later; partitions of the internal topic that had
+   never been committed lost the messages sent to them meanwhile, and a total missed an operation.
+   ``_perform_seek`` seeks such a partition to the log's first offset (what
+   ``auto_offset_reset="earliest"``, both apps' setting, means) and records that offset as the
+   committed one, so the head check above covers it as well.
 
 And three costs, not holes:
 
@@ -156,6 +169,25 @@ async def _recover_head(consumer: Any, tp: Any, committed: int, head: int) -> No
     await consumer.seek(tp, committed)
 
 
+_stock_perform_seek = faust_consumer.Consumer.perform_seek
+
+
+async def _perform_seek(self: Any) -> None:
+    await _stock_perform_seek(self)
+    if self.app.conf.consumer_auto_offset_reset != "earliest":
+        return
+    never = [tp for tp in self.assignment() if self._committed_offset[tp] is None
+             and self.app.topics.acks_enabled_for(tp.topic) and not self._is_changelog_tp(tp)]
+    if not never:
+        return
+    starts = await self.earliest_offsets(*never)
+    for tp in never:
+        start = starts.get(tp)
+        if start is not None:
+            await self.seek(tp, start)
+            self._committed_offset[tp] = start
+
+
 _stock_wait_first = faust_consumer.Consumer.wait_first
 _stock_stop_flow = faust_consumer.Consumer.stop_flow
 
@@ -208,6 +240,7 @@ def install() -> None:
     """Make Faust producers and consumers created from now on use the fixes above."""
     faust_producer.ProducerBuffer = DurableBuffer
     faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    faust_consumer.Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]
     faust_consumer.Consumer.wait_first = _wait_first  # type: ignore[method-assign]
     faust_consumer.Consumer.stop_flow = _stop_flow  # type: ignore[method-assign]
 

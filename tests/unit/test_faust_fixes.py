@@ -266,3 +266,53 @@ def test_the_raw_schema_makes_events_from_the_message_bytes() -> None:
     for key, value in [(b"k", b"\x00\x01v"), (None, b"v"), (b"k", None)]:
         message = SimpleNamespace(key=key, value=value, headers=[("h", b"1")])
         assert asyncio.run(decode(message)) == (app, key, value, [("h", b"1")], message)
+
+
+def test_after_a_rebalance_a_partition_never_committed_is_read_from_its_start() -> None:
+    """Faust seeks the committed partitions back; one never committed gets its first offset as the
+    committed one, and is sought there, so the head check covers what the stream dropped."""
+    from collections import defaultdict
+
+    from faust.types import TP
+
+    from streams import faust_fixes
+
+    committed, fresh = TP("stats.deltas", 0), TP("stats.deltas", 1)
+    changelog, leader = TP("app-stats-cells-changelog", 1), TP("app-__assignor-__leader", 0)
+    seeks: list[tuple[Any, int]] = []
+
+    async def stock(self: Any) -> None:
+        self._committed_offset[committed] = 40  # what seek_to_committed found
+
+    async def earliest_offsets(*partitions: Any) -> dict[Any, int]:
+        return {p: 7 for p in partitions}
+
+    async def seek(partition: Any, offset: int) -> None:
+        seeks.append((partition, offset))
+
+    c = SimpleNamespace(
+        app=SimpleNamespace(conf=SimpleNamespace(consumer_auto_offset_reset="earliest"),
+                            topics=SimpleNamespace(acks_enabled_for=lambda topic: topic == "stats.deltas")),
+        assignment=lambda: {committed, fresh, changelog, leader}, _committed_offset=defaultdict(lambda: None),
+        _is_changelog_tp=lambda tp: tp.topic.endswith("-changelog"), earliest_offsets=earliest_offsets, seek=seek)
+    original = faust_fixes._stock_perform_seek
+    faust_fixes._stock_perform_seek = stock
+    try:
+        asyncio.run(faust_fixes._perform_seek(c))
+    finally:
+        faust_fixes._stock_perform_seek = original
+    assert seeks == [(fresh, 7)]
+    assert c._committed_offset[fresh] == 7 and c._committed_offset[committed] == 40
+    assert c._committed_offset[changelog] is None and c._committed_offset[leader] is None
+    # The stream dropped offsets 7 and 8; 9 and 10 were acked: nothing is committed past the head.
+    c2 = _consumer(committed=7, acked=[9, 10])
+    assert faust_fixes._new_offset(c2, c2.tp) is None
+
+
+def test_install_replaces_perform_seek() -> None:
+    import faust.transport.consumer as faust_consumer
+
+    from streams import faust_fixes
+
+    faust_fixes.install()
+    assert faust_consumer.Consumer.perform_seek is faust_fixes._perform_seek
