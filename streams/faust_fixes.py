@@ -36,7 +36,8 @@ before ``faust.App(...)``).
    never been committed lost the messages sent to them meanwhile, and a total missed an operation.
    ``_perform_seek`` seeks such a partition to the log's first offset (what
    ``auto_offset_reset="earliest"``, both apps' setting, means) and records that offset as the
-   committed one, so the head check above covers it as well.
+   committed one, so the head check above covers it as well; at the next seek such a partition is
+   still treated as never committed, unless a commit has come since.
 
 And three costs, not holes:
 
@@ -173,6 +174,13 @@ _stock_perform_seek = faust_consumer.Consumer.perform_seek
 
 
 async def _perform_seek(self: Any) -> None:
+    # The starts recorded by an earlier call are not commits: unless a commit has replaced one since,
+    # the partition is still never committed, and the stock seek leaves it where it is.
+    started: dict[Any, int] = self.__dict__.setdefault("_hip_started", {})
+    for tp, start in started.items():
+        if self._committed_offset.get(tp) == start:
+            self._committed_offset[tp] = None
+    started.clear()
     await _stock_perform_seek(self)
     if self.app.conf.consumer_auto_offset_reset != "earliest":
         return
@@ -185,7 +193,7 @@ async def _perform_seek(self: Any) -> None:
         start = starts.get(tp)
         if start is not None:
             await self.seek(tp, start)
-            self._committed_offset[tp] = start
+            self._committed_offset[tp] = started[tp] = start
 
 
 _stock_wait_first = faust_consumer.Consumer.wait_first

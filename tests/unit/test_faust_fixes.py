@@ -304,6 +304,21 @@ def test_after_a_rebalance_a_partition_never_committed_is_read_from_its_start() 
     assert seeks == [(fresh, 7)]
     assert c._committed_offset[fresh] == 7 and c._committed_offset[committed] == 40
     assert c._committed_offset[changelog] is None and c._committed_offset[leader] is None
+
+    async def seek_again() -> None:
+        faust_fixes._stock_perform_seek = stock
+        try:
+            await faust_fixes._perform_seek(c)
+        finally:
+            faust_fixes._stock_perform_seek = original
+
+    # A seek again (the flow stopped, or the next rebalance) with no commit since: sought to the start again.
+    asyncio.run(seek_again())
+    assert seeks == [(fresh, 7), (fresh, 7)] and c._committed_offset[fresh] == 7
+    # After a real commit the partition is the stock seek's, whatever its offset.
+    c._committed_offset[fresh] = 12
+    asyncio.run(seek_again())
+    assert seeks == [(fresh, 7), (fresh, 7)] and c._committed_offset[fresh] == 12
     # The stream dropped offsets 7 and 8; 9 and 10 were acked: nothing is committed past the head.
     c2 = _consumer(committed=7, acked=[9, 10])
     assert faust_fixes._new_offset(c2, c2.tp) is None
