@@ -39,6 +39,14 @@ before ``faust.App(...)``).
    committed one, so the head check above covers it as well; at the next seek such a partition is
    still treated as never committed, unless a commit has come since.
 
+   And a tail. A message dropped that way with nothing acked after it (the last one of a partition
+   nobody writes to any more) leaves no head to see: the commit simply stays below it, and the
+   fetcher, past it, never reads it. Seen in the same test, once: a change sent to a partition of
+   ``stats.deltas`` while another member held it was never applied after the worker got the
+   partition. After each commit ``_check_tails`` looks for a partition committed below its end
+   whose messages were all handed to the streams, with none of them in a stream or acked since;
+   if that stays so for a few seconds, it is sought back to the committed offset.
+
 And three costs, not holes:
 
 3. One wait per message instead of four tasks. The fetch loop hands every message to the conductor
@@ -170,6 +178,42 @@ async def _recover_head(consumer: Any, tp: Any, committed: int, head: int) -> No
     await consumer.seek(tp, committed)
 
 
+_stock_commit = faust_consumer.Consumer.commit
+
+
+async def _commit(self: Any, *args: Any, **kwargs: Any) -> bool:
+    done = await _stock_commit(self, *args, **kwargs)
+    try:
+        _check_tails(self)
+    except Exception as exc:  # noqa: BLE001 - a check that failed is made again at the next commit
+        log.warning("checking the partitions' tails failed: %r", exc)
+    return bool(done)
+
+
+def _check_tails(consumer: Any) -> None:
+    """Seek back a partition whose messages past the commit were handed over but none processed."""
+    since: dict[Any, tuple[tuple[int, int], float]] = consumer.__dict__.setdefault("_hip_tail_since", {})
+    busy = {m.tp for m in list(consumer._unacked_messages)}
+    now = time.monotonic()
+    for tp in consumer.assignment():
+        if not consumer.app.topics.acks_enabled_for(tp.topic) or consumer._is_changelog_tp(tp):
+            continue
+        committed, read = consumer._committed_offset.get(tp), consumer._read_offset.get(tp)
+        end = consumer.highwater(tp)
+        if (committed is None or read is None or end is None or not read + 1 >= end > committed
+                or tp in busy or consumer._acked.get(tp)):
+            since.pop(tp, None)
+            continue
+        first = since.get(tp)
+        if first is None or first[0] != (committed, read):
+            since[tp] = ((committed, read), now)
+        elif now - first[1] >= HEAD_GRACE_S:
+            since.pop(tp, None)
+            log.warning("%s[%d]: offsets %d-%d were fetched but never processed; reading again from %d",
+                        tp.topic, tp.partition, committed, end - 1, committed)
+            asyncio.ensure_future(consumer.seek(tp, committed))
+
+
 _stock_perform_seek = faust_consumer.Consumer.perform_seek
 
 
@@ -249,6 +293,7 @@ def install() -> None:
     faust_producer.ProducerBuffer = DurableBuffer
     faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     faust_consumer.Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]
+    faust_consumer.Consumer.commit = _commit  # type: ignore[method-assign]
     faust_consumer.Consumer.wait_first = _wait_first  # type: ignore[method-assign]
     faust_consumer.Consumer.stop_flow = _stop_flow  # type: ignore[method-assign]
 

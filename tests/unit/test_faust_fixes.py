@@ -331,3 +331,73 @@ def test_install_replaces_perform_seek() -> None:
 
     faust_fixes.install()
     assert faust_consumer.Consumer.perform_seek is faust_fixes._perform_seek
+
+
+def _tails_consumer(committed: int, read: int, end: int, *, busy: bool = False, acked: tuple[int, ...] = ()) -> Any:
+    from collections import defaultdict
+
+    from faust.types import TP
+
+    tp, changelog = TP("stats.deltas", 1), TP("app-stats-cells-changelog", 1)
+    seeks: list[tuple[Any, int]] = []
+
+    async def seek(partition: Any, offset: int) -> None:
+        seeks.append((partition, offset))
+
+    return SimpleNamespace(
+        app=SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: topic == "stats.deltas")),
+        assignment=lambda: {tp, changelog}, _is_changelog_tp=lambda t: t.topic.endswith("-changelog"),
+        _committed_offset=defaultdict(lambda: None, {tp: committed, changelog: 0}),
+        _read_offset=defaultdict(lambda: None, {tp: read, changelog: 50}), highwater=lambda t: end,
+        _unacked_messages=[SimpleNamespace(tp=tp)] if busy else [], _acked=defaultdict(list, {tp: list(acked)}),
+        seek=seek, seeks=seeks, tp=tp)
+
+
+def test_a_tail_handed_over_but_never_processed_is_read_again(monkeypatch: Any) -> None:
+    """Offset 7, the partition's last, reached the stream and was dropped: the commit stays at 7 and
+    nothing after it is acked, so only its tail shows it."""
+    from streams import faust_fixes
+
+    now = [100.0]
+    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: now[0])
+
+    async def scenario(c: Any) -> list[Any]:
+        faust_fixes._check_tails(c)
+        now[0] += faust_fixes.HEAD_GRACE_S - 1
+        faust_fixes._check_tails(c)
+        assert c.seeks == []  # not yet: it may still be on its way through a stream
+        now[0] += 1
+        faust_fixes._check_tails(c)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return list(c.seeks)
+
+    c = _tails_consumer(committed=7, read=7, end=8)
+    assert asyncio.run(scenario(c)) == [(c.tp, 7)]  # the changelog partition is never touched
+
+
+def test_a_tail_in_a_stream_acked_or_still_being_fetched_is_left_alone(monkeypatch: Any) -> None:
+    from streams import faust_fixes
+
+    now = [100.0]
+    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: now[0])
+    for c in (_tails_consumer(7, 7, 8, busy=True), _tails_consumer(7, 7, 8, acked=(7,)),
+              _tails_consumer(7, 5, 8), _tails_consumer(8, 7, 8)):
+        faust_fixes._check_tails(c)
+        now[0] += 2 * faust_fixes.HEAD_GRACE_S
+        faust_fixes._check_tails(c)
+        assert c.seeks == []
+
+
+def test_a_partition_that_moves_is_not_sought_back(monkeypatch: Any) -> None:
+    from streams import faust_fixes
+
+    now = [100.0]
+    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: now[0])
+    c = _tails_consumer(committed=7, read=7, end=8)
+    faust_fixes._check_tails(c)
+    now[0] += faust_fixes.HEAD_GRACE_S
+    c._read_offset[c.tp] = 8  # delivered again meanwhile (and a later message arrived)
+    c.highwater = lambda t: 9
+    faust_fixes._check_tails(c)
+    assert c.seeks == []
