@@ -190,18 +190,25 @@ async def _commit(self: Any, *args: Any, **kwargs: Any) -> bool:
     return bool(done)
 
 
+def _stream_partitions(consumer: Any) -> list[Any]:
+    """The assigned partitions the streams read and ack (not the tables' changelogs, not Faust's own)."""
+    return [tp for tp in consumer.assignment()
+            if consumer.app.topics.acks_enabled_for(tp.topic) and not consumer._is_changelog_tp(tp)]
+
+
 def _check_tails(consumer: Any) -> None:
     """Seek back a partition whose messages past the commit were handed over but none processed."""
     since: dict[Any, tuple[tuple[int, int], float]] = consumer.__dict__.setdefault("_hip_tail_since", {})
-    busy = {m.tp for m in list(consumer._unacked_messages)}
+    busy: set[Any] | None = None  # partitions with a message in a stream, gathered only when needed
     now = time.monotonic()
-    for tp in consumer.assignment():
-        if not consumer.app.topics.acks_enabled_for(tp.topic) or consumer._is_changelog_tp(tp):
-            continue
+    for tp in _stream_partitions(consumer):
         committed, read = consumer._committed_offset.get(tp), consumer._read_offset.get(tp)
         end = consumer.highwater(tp)
-        if (committed is None or read is None or end is None or not read + 1 >= end > committed
-                or tp in busy or consumer._acked.get(tp)):
+        stuck = (committed is not None and read is not None and end is not None
+                 and read + 1 >= end > committed and not consumer._acked.get(tp))
+        if stuck and busy is None:
+            busy = {m.tp for m in list(consumer._unacked_messages)}
+        if not stuck or tp in busy:
             since.pop(tp, None)
             continue
         first = since.get(tp)
@@ -228,8 +235,7 @@ async def _perform_seek(self: Any) -> None:
     await _stock_perform_seek(self)
     if self.app.conf.consumer_auto_offset_reset != "earliest":
         return
-    never = [tp for tp in self.assignment() if self._committed_offset[tp] is None
-             and self.app.topics.acks_enabled_for(tp.topic) and not self._is_changelog_tp(tp)]
+    never = [tp for tp in _stream_partitions(self) if self._committed_offset[tp] is None]
     if not never:
         return
     starts = await self.earliest_offsets(*never)
