@@ -62,6 +62,7 @@ from hip.proc import relax_gc, trim_heap
 from hip.records import header_findings, record_key
 from hip.settings import load_settings
 from streams import faust_fixes
+from streams.event_batches import batches
 from streams.stats import buffered, core
 from streams.stats.decode import StatsDecoder
 from streams.stats.flow import StageTwoLag
@@ -103,6 +104,9 @@ FLUSH_EVENTS = int(os.environ.get("HIP_STATS_FLUSH_EVENTS", "1000"))  # stage 1 
 MAX_LAG = int(os.environ.get("HIP_STATS_MAX_LAG", "50"))
 MAX_POLL_RECORDS = int(os.environ.get("HIP_STATS_MAX_POLL_RECORDS", "2000"))  # 0: Faust's default, no limit
 FETCH_KIB = int(os.environ.get("HIP_STATS_FETCH_KIB", "64"))  # fetched ahead per partition
+# Events an agent takes from its queue at once (streams.event_batches), then handles one by one.
+# Small: a rebalance waits until the events taken are acked, as Faust's stream waits for the one.
+TAKE = 100
 TRIM_SECONDS = float(os.environ.get("HIP_STATS_TRIM_SECONDS", "5"))  # 0: never hand freed memory back
 QUALITY = os.environ.get("HIP_STATS_QUALITY", "1") != "0"
 CATALOGUE = load_catalogue()
@@ -310,15 +314,15 @@ LAG = StageTwoLag(deltas_topic.get_topic_name(), frozenset(std_topics.topics), M
 @app.agent(std_topics, concurrency=1)
 async def contribute(stream: Any) -> None:
     """Stage 1: a standard record version → the change of each cell it touches or left."""
-    manual = stream.noack()
-    async for event in manual.events():
-        try:
-            await _contribute(event)
-            ONE.hold(event)
-            if ONE.due():
-                await flush_behind()
-        except Exception as exc:  # noqa: BLE001 - see _fatal
-            _fatal(exc, "contribute")
+    async for events in batches(app, stream, TAKE, 0):
+        for event in events:
+            try:
+                await _contribute(event)
+                ONE.hold(event)
+                if ONE.due():
+                    await flush_behind()
+            except Exception as exc:  # noqa: BLE001 - see _fatal
+                _fatal(exc, "contribute")
 
 
 async def _contribute(event: Any) -> None:
@@ -612,29 +616,33 @@ def position(part: int) -> str:
 @app.agent(deltas_topic, concurrency=1)
 async def total(stream: Any) -> None:
     """Stage 2: add the changes into the cell totals; changed cells are emitted by ``flush``."""
-    manual = stream.noack()
-    async for event in manual.events():
-        try:
-            part = event.message.partition
-            if part not in _recovered:
-                # Finish this partition's last flush, whichever of its writes reached the changelog.
-                written = await CELLS.recover(await app.maybe_start_producer(), part)
-                _recovered.add(part)
-                if written:
-                    log.info("stats: partition %d: last flush written again (%d keys)", part, written)
-            parts = core.decode_parts(event.value)  # one part per source partition
-            applied = [core.Applied.from_json(CELLS.get(part, f"S{item.source}")) for item in parts]
-            if any(not done.has(item.seq) for item, done in zip(parts, applied)):
-                CELLS.set(part, f"C{part}", (CELLS.get(part, f"C{part}") or 0) + 1)  # the next position
-            pos = position(part)
-            for item, done in zip(parts, applied):
-                _apply(part, item, done, pos)
-            LAG.stage_two_event(app.consumer, part, event.message.offset)
-            PENDING.hold(event)
-            if PENDING.due():
-                await flush_behind()
-        except Exception as exc:  # noqa: BLE001 - see _fatal
-            _fatal(exc, "total")
+    async for events in batches(app, stream, TAKE, 0):
+        for event in events:
+            await _total(event)
+
+
+async def _total(event: Any) -> None:
+    try:
+        part = event.message.partition
+        if part not in _recovered:
+            # Finish this partition's last flush, whichever of its writes reached the changelog.
+            written = await CELLS.recover(await app.maybe_start_producer(), part)
+            _recovered.add(part)
+            if written:
+                log.info("stats: partition %d: last flush written again (%d keys)", part, written)
+        parts = core.decode_parts(event.value)  # one part per source partition
+        applied = [core.Applied.from_json(CELLS.get(part, f"S{item.source}")) for item in parts]
+        if any(not done.has(item.seq) for item, done in zip(parts, applied)):
+            CELLS.set(part, f"C{part}", (CELLS.get(part, f"C{part}") or 0) + 1)  # the next position
+        pos = position(part)
+        for item, done in zip(parts, applied):
+            _apply(part, item, done, pos)
+        LAG.stage_two_event(app.consumer, part, event.message.offset)
+        PENDING.hold(event)
+        if PENDING.due():
+            await flush_behind()
+    except Exception as exc:  # noqa: BLE001 - see _fatal
+        _fatal(exc, "total")
 
 
 @app.on_partitions_revoked.connect
