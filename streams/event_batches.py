@@ -28,7 +28,8 @@ async def batches(app: Any, stream: Any, size: int, within: float) -> AsyncItera
     """Yield lists of at most ``size`` events, within ``within`` seconds of a batch's first event.
 
     ``within=0`` yields whatever the queue held once the first event arrived. Iterating subscribes
-    the agent's channel, as iterating the stream would.
+    the agent's channel, as iterating the stream would; it ends when Faust stops the agent (its
+    actor throws ``StopAsyncIteration`` into the channel), after handing over what it had taken.
     """
     queue = aiter(stream.channel).queue
     consumer = app.consumer
@@ -36,12 +37,20 @@ async def batches(app: Any, stream: Any, size: int, within: float) -> AsyncItera
     acking = app.topics._acking_topics
     flow = app.flow_control
     loop = asyncio.get_running_loop()
-    while True:
-        taken = [await queue.get()]
+    ended = False
+    while not ended:
+        try:
+            taken = [await queue.get()]
+        except StopAsyncIteration:  # the actor's cancel(): Faust stops the agent this way
+            return
         deadline = loop.time() + within
         while True:
-            while len(taken) < size and not queue.empty():
-                taken.append(queue.get_nowait())
+            try:
+                while len(taken) < size and not queue.empty():
+                    taken.append(queue.get_nowait())
+            except StopAsyncIteration:
+                ended = True  # what was taken is still handed over
+                break
             if len(taken) >= size or loop.time() >= deadline:
                 break
             await asyncio.sleep(POLL_S)

@@ -19,7 +19,8 @@ past the offset the local database already holds), so memory stays bounded howev
 the ledger remembers. The directory belongs with the changelog topics: ``make demo-reset`` removes
 both; a directory kept while its changelog topics were deleted would bring back forgotten state.
 
-Both agents iterate per event with concurrency 1 and ack manually: an event is acked only after
+Both agents (concurrency 1) take their events from the queue in small batches
+(``streams.event_batches``), handle them one by one and ack manually: an event is acked only after
 the flush that wrote its ledger entry and sent its changes (stage 1), or emitted the cells it
 changed (stage 2), was acknowledged by the broker. A crash replays every event not yet acked. A
 worker taking a partition over first finishes the partition's last flush from its write-ahead

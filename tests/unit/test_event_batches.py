@@ -155,3 +155,32 @@ def test_an_error_thrown_into_the_channel_reaches_the_agent() -> None:
         assert "decode failed" in str(exc)
     else:
         raise AssertionError("the channel's error was swallowed")
+
+
+def test_the_actor_s_stop_ends_the_batches() -> None:
+    app, stream, queue = _app_and_stream()
+
+    async def scenario() -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+        loop = asyncio.get_running_loop()
+        # Blocked on an empty queue: Faust's actor.cancel() throws into the channel.
+        waiting = asyncio.ensure_future(_collect(batches(app, stream, 10, 0)))
+        await asyncio.sleep(0.05)
+        queue._throw(StopAsyncIteration())
+        blocked = await asyncio.wait_for(waiting, 2)
+        # While a batch fills: what was taken is handed over, then the batches end.
+        _put(queue, _event(0))
+        loop.call_later(0.05, queue._throw, StopAsyncIteration())
+        filling = await asyncio.wait_for(_collect(batches(app, stream, 10, 0.3)), 2)
+        # Thrown before anything was taken: the queue's error comes first, as for Faust's stream;
+        # what it still holds was never tracked, so nobody waits for its ack.
+        _put(queue, _event(1))
+        queue._throw(StopAsyncIteration())
+        before = await asyncio.wait_for(_collect(batches(app, stream, 10, 0)), 2)
+        return blocked, filling, before
+
+    assert asyncio.run(scenario()) == ([], [[0]], [])
+    assert [m.offset for m in app.consumer._unacked_messages] == [0]
+
+
+async def _collect(it: Any) -> list[list[int]]:
+    return [_offsets(b) async for b in it]
