@@ -49,15 +49,17 @@ def _offsets(batch: list[Any]) -> list[int]:
     return [e.message.offset for e in batch]
 
 
-def _first(app: Any, stream: Any, size: int, within: float) -> list[Any]:
-    async def scenario() -> list[Any]:
-        it = batches(app, stream, size, within)
-        try:
-            return await asyncio.wait_for(it.__anext__(), 2)
-        finally:
-            await it.aclose()
+async def _next_batch(app: Any, stream: Any, size: int, within: float) -> list[Any]:
+    """The first batch of a fresh iteration, the iteration closed after it."""
+    it = batches(app, stream, size, within)
+    try:
+        return await asyncio.wait_for(it.__anext__(), 2)
+    finally:
+        await it.aclose()
 
-    return asyncio.run(scenario())
+
+def _first(app: Any, stream: Any, size: int, within: float) -> list[Any]:
+    return asyncio.run(_next_batch(app, stream, size, within))
 
 
 def test_takes_what_the_queue_holds_up_to_the_size() -> None:
@@ -74,10 +76,7 @@ def test_waits_within_the_time_for_more_events() -> None:
     async def scenario() -> list[Any]:
         _put(queue, _event(0))
         asyncio.get_running_loop().call_later(0.05, _put, queue, _event(1))
-        it = batches(app, stream, 10, 0.3)
-        batch = await it.__anext__()
-        await it.aclose()
-        return batch
+        return await _next_batch(app, stream, 10, 0.3)
 
     assert _offsets(asyncio.run(scenario())) == [0, 1]
 
@@ -88,9 +87,7 @@ def test_a_full_batch_does_not_wait() -> None:
     async def scenario() -> float:
         _put(queue, _event(0), _event(1))
         started = asyncio.get_running_loop().time()
-        it = batches(app, stream, 2, 30)
-        await it.__anext__()
-        await it.aclose()
+        await _next_batch(app, stream, 2, 30)
         return asyncio.get_running_loop().time() - started
 
     assert asyncio.run(scenario()) < 1
@@ -120,10 +117,8 @@ def test_a_suspended_flow_drops_what_was_already_queued() -> None:
         asyncio.get_running_loop().call_later(0.05, app.flow_control.suspend)
         asyncio.get_running_loop().call_later(0.1, app.flow_control.resume)
         asyncio.get_running_loop().call_later(0.15, _put, queue, _event(1))
-        it = batches(app, stream, 10, 0.08)  # the first batch ends while the flow is suspended
-        out = _offsets(await it.__anext__())
-        await it.aclose()
-        return out
+        # The first batch ends while the flow is suspended.
+        return _offsets(await _next_batch(app, stream, 10, 0.08))
 
     assert asyncio.run(scenario()) == [1]
 
@@ -142,15 +137,8 @@ def test_an_error_thrown_into_the_channel_reaches_the_agent() -> None:
     app, stream, queue = _app_and_stream()
     queue._throw(RuntimeError("decode failed"))
 
-    async def scenario() -> None:
-        it = batches(app, stream, 10, 0)
-        try:
-            await it.__anext__()
-        finally:
-            await it.aclose()
-
     try:
-        asyncio.run(scenario())
+        _first(app, stream, 10, 0)
     except RuntimeError as exc:
         assert "decode failed" in str(exc)
     else:
