@@ -401,3 +401,17 @@ def test_a_partition_that_moves_is_not_sought_back(monkeypatch: Any) -> None:
     c.highwater = lambda t: 9
     faust_fixes._check_tails(c)
     assert c.seeks == []
+
+
+def test_the_worker_consumer_asks_the_broker_to_hold_a_fetch_briefly() -> None:
+    """Faust's fixed 1.5 s fetch wait stalled a busy worker (fix 6 of streams/faust_fixes.py)."""
+    from streams import faust_fixes, normalizer
+
+    app, _ = normalizer.build_app(normalizer.NormalizerConfig(), "localhost:1", None, None, ["raw.x"],  # type: ignore[arg-type]
+                                  discover=False)
+
+    async def create() -> Any:
+        return app.consumer._thread._create_worker_consumer(app.transport)
+
+    consumer = asyncio.run(create())
+    assert consumer._fetch_max_wait_ms == faust_fixes.FETCH_MAX_WAIT_MS <= 100
