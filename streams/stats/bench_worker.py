@@ -30,6 +30,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from hip.catalogue import load_catalogue
 from hip.codec import Codec, FramedEncoder
 from hip.proc import cpu_seconds, machine, peak_rss_kib
 from hip.settings import load_settings
@@ -78,6 +79,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20000, help="simulated row changes")
     parser.add_argument("--vendor", choices=("a", "b"), default="b")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the worker")
+    parser.add_argument("--all-topics", action="store_true",
+                        help="read every source dataset's topic, as the platform's worker does, not only "
+                             "those the events fill (each fetch then lists 66 topics' partitions)")
     args = parser.parse_args()
     import logging
 
@@ -88,6 +92,8 @@ def main() -> None:
     suffix, app_id = f".{tag}", f"hip-stats-bench-{tag}"
     messages = standard_messages(args.vendor, args.events, settings.registry_url)
     datasets = sorted({m.topic[len("std."):] for m in messages})
+    if args.all_topics:
+        datasets = [d.name for d in load_catalogue() if not d.is_statistic]
     std = [f"std.{d}{suffix}" for d in datasets]
     internal = [f"stats.deltas{suffix}", f"stats.ticks{suffix}", f"dlq.stats{suffix}"]
     stat = [f"stat.{d}{suffix}" for d in core.STAT_DATASETS]
