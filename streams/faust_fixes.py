@@ -1,4 +1,4 @@
-"""Two at-least-once holes in faust-streaming 0.15 closed, and four costs cut, for both Faust apps.
+"""Two at-least-once holes and a crash in faust-streaming 0.15 closed, and four costs cut, for both Faust apps.
 
 ``install()`` must run before the app makes its producer and consumer (both workers call it just
 before ``faust.App(...)``).
@@ -86,6 +86,17 @@ And four costs, not holes:
    each request lists every partition it reads: idle, the statistics worker (402 partitions) went
    from 1.3% to 4.3% of a core and the normalizer from 0.9% to 1.7%. Under load the wait changes
    nothing: the broker answers as soon as any partition listed has data.
+
+And the crash:
+
+7. Seeks made on the consumer's own thread. Faust runs aiokafka on a thread of its own, and most
+   of its calls into it go through that thread (``call_thread``), but ``Consumer.seek`` called
+   aiokafka's ``seek`` from the worker's thread. That drops the partition's fetched messages from
+   a dict the consumer's thread may be iterating over: the statistics worker crashed with
+   ``KeyError`` in aiokafka's ``fetched_records`` the moment fix 2 sought a never-committed
+   ``stats.deltas`` partition after a rebalance (the SIGTERM + SIGKILL exactness test, once in a
+   CI run). ``_seek`` now hands the seek to the consumer's thread and waits for it, as Faust's own
+   ``seek_wait`` and ``seek_to_committed`` do.
 """
 from __future__ import annotations
 
@@ -319,8 +330,14 @@ def _create_worker_consumer(self: Any, transport: Any) -> Any:
     return consumer
 
 
+async def _seek(self: Any, partition: Any, offset: int) -> None:
+    """``ThreadDelegateConsumer._seek`` on the consumer's thread (fix 7)."""
+    await self._thread.call_thread(self._thread.seek, partition, offset)
+
+
 def install() -> None:
     """Make Faust producers and consumers created from now on use the fixes above."""
+    faust_consumer.ThreadDelegateConsumer._seek = _seek  # type: ignore[method-assign]
     faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
     faust_producer.ProducerBuffer = DurableBuffer
     faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]

@@ -415,3 +415,25 @@ def test_the_worker_consumer_asks_the_broker_to_hold_a_fetch_briefly() -> None:
 
     consumer = asyncio.run(create())
     assert consumer._fetch_max_wait_ms == faust_fixes.FETCH_MAX_WAIT_MS <= 100
+
+
+def test_a_seek_runs_on_the_consumer_thread() -> None:
+    """aiokafka's seek changes state its own thread iterates over (fix 7 of streams/faust_fixes.py)."""
+    import faust.transport.consumer as faust_consumer
+
+    from streams import faust_fixes
+
+    done: list[tuple[str, Any, int]] = []
+
+    def seek(partition: Any, offset: int) -> None:
+        done.append(("seek", partition, offset))
+
+    async def call_thread(fun: Any, *args: Any) -> Any:
+        done.append(("on the thread", None, 0))
+        return fun(*args)
+
+    consumer = SimpleNamespace(_thread=SimpleNamespace(seek=seek, call_thread=call_thread))
+    asyncio.run(faust_fixes._seek(consumer, "tp", 7))
+    assert done == [("on the thread", None, 0), ("seek", "tp", 7)]
+    faust_fixes.install()
+    assert faust_consumer.ThreadDelegateConsumer._seek is faust_fixes._seek
