@@ -82,11 +82,12 @@ And four costs, not holes:
    The normalizer reading raw topics of unequal sizes stalled for 0.4-1.3 s every second or two:
    9,077 events/s, 5.4 s of an 11 s run waiting for events (``python -m streams.bench_normalizer
    --events 100000``, timed per batch). ``FETCH_MAX_WAIT_MS`` (0.1 s) bounds the stall: 12,832 to
-   13,446 events/s in the four runs after (median 11,287 over fourteen; the slower ones timed waited for the
-   broker's acknowledgements, see docs/benchmarks.md). An idle worker asks ten times a second instead of about once, and
-   each request lists every partition it reads: idle, the statistics worker (402 partitions) went
-   from 1.3% to 4.3% of a core and the normalizer from 0.9% to 1.7%. Under load the wait changes
-   nothing: the broker answers as soon as any partition listed has data.
+   13,446 events/s in the four runs after (median 11,287 over fourteen; the slower ones timed
+   waited for the broker's acknowledgements, see docs/benchmarks.md). An idle worker asks ten
+   times a second instead of about once, and each request lists every partition it reads: idle,
+   the statistics worker (402 partitions) went from 1.3% to 4.3% of a core and the normalizer from
+   0.9% to 1.7%. Under load the wait changes nothing: the broker answers as soon as any partition
+   listed has data.
 
 And the crash:
 
