@@ -119,6 +119,10 @@ class Catalogue:
     def __iter__(self) -> Any:
         return iter(self.datasets.values())
 
+    def source_names(self) -> list[str]:
+        """The datasets records come from (not computed statistics), in notice order."""
+        return [ds.name for ds in self.datasets.values() if not ds.is_statistic]
+
     def __len__(self) -> int:
         return len(self.datasets)
 

@@ -112,7 +112,7 @@ TRIM_SECONDS = float(os.environ.get("HIP_STATS_TRIM_SECONDS", "5"))  # 0: never 
 QUALITY = os.environ.get("HIP_STATS_QUALITY", "1") != "0"
 CATALOGUE = load_catalogue()
 _listed = [d for d in os.environ.get("HIP_STATS_DATASETS", "").split(",") if d]
-SOURCE_DATASETS = _listed or [d.name for d in CATALOGUE if not d.is_statistic]
+SOURCE_DATASETS = _listed or CATALOGUE.source_names()
 SETTINGS = load_settings()
 
 # HIP_STATS_APP_ID, by default "hip-stats-v2": the ledger keeps measures and stage 2 adds changes

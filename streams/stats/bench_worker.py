@@ -91,9 +91,8 @@ def main() -> None:
     tag = f"b{uuid.uuid4().hex[:6]}"
     suffix, app_id = f".{tag}", f"hip-stats-bench-{tag}"
     messages = standard_messages(args.vendor, args.events, settings.registry_url)
-    datasets = sorted({m.topic[len("std."):] for m in messages})
-    if args.all_topics:
-        datasets = [d.name for d in load_catalogue() if not d.is_statistic]
+    # The worker's own default (streams.stats.app), or only the topics the events fill.
+    datasets = load_catalogue().source_names() if args.all_topics else sorted({m.topic[len("std."):] for m in messages})
     std = [f"std.{d}{suffix}" for d in datasets]
     internal = [f"stats.deltas{suffix}", f"stats.ticks{suffix}", f"dlq.stats{suffix}"]
     stat = [f"stat.{d}{suffix}" for d in core.STAT_DATASETS]
