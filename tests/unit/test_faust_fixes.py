@@ -437,3 +437,27 @@ def test_a_seek_runs_on_the_consumer_thread() -> None:
     assert done == [("on the thread", None, 0), ("seek", "tp", 7)]
     faust_fixes.install()
     assert faust_consumer.ThreadDelegateConsumer._seek is faust_fixes._seek
+
+
+def test_the_assignment_is_converted_once_per_aiokafka_assignment() -> None:
+    """Faust's commit asked for the whole assignment once per partition (fix 8 of streams/faust_fixes.py)."""
+    import faust.transport.drivers.aiokafka as faust_aiokafka
+    from aiokafka import TopicPartition
+    from faust.types import TP
+
+    from streams import faust_fixes
+
+    first = frozenset({TopicPartition("std.a", 0), TopicPartition("std.a", 1)})
+    kafka = SimpleNamespace(tps=first)
+    thread = SimpleNamespace(_ensure_consumer=lambda: SimpleNamespace(assignment=lambda: kafka.tps))
+    got = faust_fixes._assignment(thread)
+    assert got == {TP("std.a", 0), TP("std.a", 1)} and all(type(tp) is TP for tp in got)
+    got.add(TP("std.b", 0))  # the caller's own set: the next call does not see it
+    assert faust_fixes._assignment(thread) == {TP("std.a", 0), TP("std.a", 1)}
+    assert thread._hip_assignment[0] is first  # type: ignore[attr-defined]
+    kafka.tps = frozenset({TopicPartition("std.a", 1)})  # a new assignment
+    assert faust_fixes._assignment(thread) == {TP("std.a", 1)}
+    kafka.tps = set()  # none: aiokafka returns a new empty set each time
+    assert faust_fixes._assignment(thread) == set()
+    faust_fixes.install()
+    assert faust_aiokafka.AIOKafkaConsumerThread.assignment is faust_fixes._assignment
