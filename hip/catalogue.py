@@ -52,8 +52,17 @@ class Dataset:
         return "hip.stat" if self.is_statistic else "hip.std"
 
     @property
+    def warehouse_schema(self) -> str:
+        """The warehouse schema of its table, also its topic's prefix: ``stat`` or ``std``."""
+        return "stat" if self.is_statistic else "std"
+
+    @property
     def topic(self) -> str:
-        return f"{'stat' if self.is_statistic else 'std'}.{self.name}"
+        return f"{self.warehouse_schema}.{self.name}"
+
+    @property
+    def warehouse_table(self) -> str:
+        return f"{self.warehouse_schema}.{self.name}"
 
     @property
     def fields(self) -> list[dict[str, Any]]:

@@ -93,7 +93,7 @@ def render_dataset(ds: Dataset) -> str:
     lines += [
         "| | |", "|---|---|",
         f"| topic | `{ds.topic}` |",
-        f"| warehouse table | `{'stat' if ds.is_statistic else 'std'}.{ds.name}` |",
+        f"| warehouse table | `{ds.warehouse_table}` |",
         f"| category | {ds.category} |",
         f"| business key | org_code, {', '.join(ds.business_key)} |",
         f"| partition key | org_code, {', '.join(ds.partition_key)} |",

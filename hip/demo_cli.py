@@ -163,7 +163,7 @@ def warehouse_counts(s: Settings) -> dict[str, dict[str, tuple[int, int]]]:
                         "where table_schema in ('std', 'stat')")
             existing = {r[0] for r in cur.fetchall()}
             for ds in load_catalogue():
-                table = f"{'stat' if ds.is_statistic else 'std'}.{ds.name}"
+                table = ds.warehouse_table
                 if table not in existing:
                     continue
                 cur.execute(f"select org_code, count(*) filter (where not deleted), count(*) filter (where deleted) "

@@ -111,7 +111,7 @@ def table_for(dataset: Dataset) -> Table:
     if dataset.is_statistic and dataset.business_key and dataset.business_key[0] == "stat_date":
         indexes.append(Index(f"{dataset.name}_stat_date_idx", ("stat_date", "org_code")))
     comment = f"{dataset.number} {dataset.name_zh}"
-    return Table("stat" if dataset.is_statistic else "std", dataset.name, comment, columns, key, indexes)
+    return Table(dataset.warehouse_schema, dataset.name, comment, columns, key, indexes)
 
 
 def _id(name: str) -> str:
