@@ -1,4 +1,4 @@
-"""Two at-least-once holes and a crash in faust-streaming 0.15 closed, and four costs cut, for both Faust apps.
+"""Two at-least-once holes and a crash in faust-streaming 0.15 closed, and six costs cut, for both Faust apps.
 
 ``install()`` must run before the app makes its producer and consumer (both workers call it just
 before ``faust.App(...)``).
@@ -109,6 +109,19 @@ And a cost:
    normalizer (py-spy, 30 s of ``hip simulate run`` into the demo's pipeline). ``_assignment``
    keeps the converted set while aiokafka's own (a frozenset that changes with each assignment) is
    the same object, and returns a copy of it, as the stock method returns a set of its own.
+
+9. Quiet partitions asked less often. Each fetch request lists every partition the worker reads
+   and is not holding messages of, and aiokafka encodes the request and decodes the broker's answer
+   for each of them in Python, empty or not; the broker, too, reads and answers each. The statistics
+   worker reads every source dataset's topic, 66 × 6 partitions, most of them empty; in a catch-up,
+   fetching took about a third of its CPU (py-spy, docs/benchmarks.md). ``_get_actions_per_node``
+   leaves a quiet partition (read to its end at every answer for ``QUIET_AFTER_S``) out of a request
+   unless it was last asked ``QUIET_EVERY_S`` ago or more; any other partition is asked as before.
+   (An answer without records is not enough: a full response leaves out partitions that have
+   records to read.) The cost: the first records of a partition that wakes up wait up to
+   ``QUIET_EVERY_S`` longer. So only the statistics worker turns it on (``install(quiet_every_s=
+   ...)``): in the normalizer it put the end-to-end p99 at half load over its 2 s target
+   (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -117,6 +130,7 @@ import logging
 import time
 from typing import Any
 
+import aiokafka.consumer.fetcher as aiokafka_fetcher
 import faust.transport.consumer as faust_consumer
 import faust.transport.drivers.aiokafka as faust_aiokafka
 import faust.transport.producer as faust_producer
@@ -356,8 +370,90 @@ async def _seek(self: Any, partition: Any, offset: int) -> None:
     await self._thread.call_thread(self._thread.seek, partition, offset)
 
 
-def install() -> None:
-    """Make Faust producers and consumers created from now on use the fixes above."""
+QUIET_AFTER_S = 2.0  # a partition found read to its end at every answer for this long is quiet...
+QUIET_EVERY_S = 0.0  # ...and asked this often (0: every time, aiokafka's way); set by install()
+_clock = time.monotonic
+_stock_actions = aiokafka_fetcher.Fetcher._get_actions_per_node
+_stock_proc_fetch = aiokafka_fetcher.Fetcher._proc_fetch_request
+
+
+class _Quiet:
+    """Per fetcher: since when each partition has been read to its end, and when it was last asked."""
+
+    def __init__(self) -> None:
+        self.empty_since: dict[tuple[str, int], float] = {}
+        self.asked: dict[tuple[str, int], float] = {}
+
+
+def _quiet(fetcher: Any) -> _Quiet:
+    state = fetcher.__dict__.get("_hip_quiet")
+    if state is None:
+        state = fetcher.__dict__["_hip_quiet"] = _Quiet()
+    return state
+
+
+def _get_actions_per_node(self: Any, assignment: Any) -> Any:
+    """aiokafka's fetch actions, with quiet partitions left out of most requests (fix 9)."""
+    fetch_requests, resets, timeout, invalid_metadata, resume_futures = _stock_actions(self, assignment)
+    if not fetch_requests or QUIET_EVERY_S <= 0:
+        return fetch_requests, resets, timeout, invalid_metadata, resume_futures
+    state, now = _quiet(self), _clock()
+    empty_since, asked = state.empty_since, state.asked
+    quiet_since, due_since = now - QUIET_AFTER_S, now - QUIET_EVERY_S
+    next_due = float("inf")  # when the first partition left out is due
+    kept_requests = []
+    for node_id, request in fetch_requests:
+        topics = []
+        for topic, partitions in request.topics:
+            kept = []
+            for part in partitions:
+                tp = (topic, part[0])
+                if empty_since.get(tp, now) > quiet_since:
+                    kept.append(part)
+                    continue
+                last = asked.get(tp, -1e18)
+                if last <= due_since:
+                    asked[tp] = now
+                    kept.append(part)
+                elif last + QUIET_EVERY_S < next_due:
+                    next_due = last + QUIET_EVERY_S
+            if kept:
+                topics.append((topic, kept))
+        if topics:
+            kept_requests.append((node_id, aiokafka_fetcher.FetchRequest(
+                request._max_wait_ms, request._min_bytes, request._max_bytes, request._isolation_level,
+                topics, rack_id=request._rack_id)))
+    return kept_requests, resets, min(timeout, next_due - now), invalid_metadata, resume_futures
+
+
+async def _proc_fetch_request(self: Any, assignment: Any, node_id: int, request: Any) -> bool:
+    """aiokafka's handling of a fetch response, noting which partitions it found read to their end (fix 9)."""
+    has_new_data: bool = await _stock_proc_fetch(self, assignment, node_id, request)
+    if not assignment.active:
+        return has_new_data
+    now, records, empty_since = _clock(), self._records, _quiet(self).empty_since
+    for topic, partitions in request.topics:
+        for part in partitions:
+            tp = (topic, part[0])
+            if tp in records:  # the response's records (or its error) wait there to be taken
+                empty_since.pop(tp, None)
+                continue
+            # No records: the partition is read to its end, or the response was full before it.
+            state = assignment.state_value(tp)
+            if state.highwater is None or not state.has_valid_position or state.position < state.highwater:
+                empty_since.pop(tp, None)
+            elif tp not in empty_since:
+                empty_since[tp] = now
+    return has_new_data
+
+
+def install(*, quiet_every_s: float = 0.0) -> None:
+    """Make Faust producers and consumers created from now on use the fixes above.
+
+    ``quiet_every_s``: how often a quiet partition is asked for records (fix 9); 0 turns fix 9 off.
+    """
+    global QUIET_EVERY_S
+    QUIET_EVERY_S = quiet_every_s
     faust_consumer.ThreadDelegateConsumer._seek = _seek  # type: ignore[method-assign]
     faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
     faust_aiokafka.AIOKafkaConsumerThread.assignment = _assignment  # type: ignore[method-assign]
@@ -367,6 +463,8 @@ def install() -> None:
     faust_consumer.Consumer.commit = _commit  # type: ignore[method-assign]
     faust_consumer.Consumer.wait_first = _wait_first  # type: ignore[method-assign]
     faust_consumer.Consumer.stop_flow = _stop_flow  # type: ignore[method-assign]
+    aiokafka_fetcher.Fetcher._get_actions_per_node = _get_actions_per_node  # type: ignore[method-assign]
+    aiokafka_fetcher.Fetcher._proc_fetch_request = _proc_fetch_request  # type: ignore[method-assign]
 
 
 class QuietMonitor(Monitor):  # type: ignore[misc]

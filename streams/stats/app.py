@@ -105,6 +105,9 @@ FLUSH_EVENTS = int(os.environ.get("HIP_STATS_FLUSH_EVENTS", "1000"))  # stage 1 
 MAX_LAG = int(os.environ.get("HIP_STATS_MAX_LAG", "50"))
 MAX_POLL_RECORDS = int(os.environ.get("HIP_STATS_MAX_POLL_RECORDS", "2000"))  # 0: Faust's default, no limit
 FETCH_KIB = int(os.environ.get("HIP_STATS_FETCH_KIB", "64"))  # fetched ahead per partition
+# A partition read to its end for a while is asked for records this often, not at every fetch
+# (streams/faust_fixes.py, fix 9): most of the 66 × 6 standard partitions are empty. 0: every fetch.
+FETCH_QUIET_S = float(os.environ.get("HIP_STATS_FETCH_QUIET_S", "0.5"))
 # Events an agent takes from its queue at once (streams.event_batches), then handles one by one.
 # Small: a rebalance waits until the events taken are acked, as Faust's stream waits for the one.
 TAKE = 100
@@ -158,7 +161,7 @@ class _StatsApp(faust.App):
             flusher.cancel()
 
 
-faust_fixes.install()  # before the app makes its producer and consumer: see streams/faust_fixes.py
+faust_fixes.install(quiet_every_s=FETCH_QUIET_S)  # before the app makes its producer and consumer
 app = _StatsApp(
     APP_ID,
     broker=f"kafka://{SETTINGS.bootstrap_servers}",

@@ -461,3 +461,71 @@ def test_the_assignment_is_converted_once_per_aiokafka_assignment() -> None:
     assert faust_fixes._assignment(thread) == set()
     faust_fixes.install()
     assert faust_aiokafka.AIOKafkaConsumerThread.assignment is faust_fixes._assignment
+
+
+def test_a_quiet_partition_is_asked_less_often_and_one_with_records_as_before(monkeypatch: Any) -> None:
+    """Every fetch listed every partition, empty or not (fix 9 of streams/faust_fixes.py)."""
+    import aiokafka.consumer.fetcher as aiokafka_fetcher
+
+    from streams import faust_fixes
+
+    now = [100.0]
+    monkeypatch.setattr(faust_fixes, "_clock", lambda: now[0])
+    monkeypatch.setattr(faust_fixes, "QUIET_EVERY_S", 0.5)
+    positions = {("t", 0): 5, ("t", 1): 0, ("t", 2): 0}
+
+    def stock_actions(self: Any, assignment: Any) -> Any:
+        request = aiokafka_fetcher.FetchRequest(100, 1, 1 << 20, 0, [("t", [(p, o, 65536) for (_, p), o in positions.items()])])
+        return [(1, request)], {}, 1.0, False, []  # 1.0: the stock timeout
+
+    states = {tp: SimpleNamespace(highwater=None, has_valid_position=True, position=o) for tp, o in positions.items()}
+    assignment = SimpleNamespace(active=True, state_value=lambda tp: states[tp])
+    fetcher = SimpleNamespace(_records={})
+    monkeypatch.setattr(faust_fixes, "_stock_actions", stock_actions)
+
+    def asked() -> tuple[list[int], float]:
+        requests, _, timeout, _, _ = faust_fixes._get_actions_per_node(fetcher, assignment)
+        return sorted(p for _, r in requests for _, parts in r.topics for p, _, _ in parts), timeout
+
+    def answer(request_parts: list[int], records: set[int], highwater: dict[int, int]) -> None:
+        async def stock_proc(self: Any, assignment: Any, node_id: int, request: Any) -> bool:
+            for p in records:
+                fetcher._records[("t", p)] = "records"
+            for p, hw in highwater.items():
+                states[("t", p)].highwater = hw
+            return bool(records)
+
+        monkeypatch.setattr(faust_fixes, "_stock_proc_fetch", stock_proc)
+        request = aiokafka_fetcher.FetchRequest(100, 1, 1 << 20, 0, [("t", [(p, positions[("t", p)], 65536) for p in request_parts])])
+        asyncio.run(faust_fixes._proc_fetch_request(fetcher, assignment, 1, request))
+
+    assert asked() == ([0, 1, 2], 1.0)  # nothing known yet: every partition
+    # Partition 0 is read to its end; 1 brought records; 2 brought none, with records to read (a full response).
+    answer([0, 1, 2], records={1}, highwater={0: 5, 1: 90, 2: 40})
+    fetcher._records.clear()  # the worker took partition 1's records
+    now[0] = 101.0
+    assert asked() == ([0, 1, 2], 1.0)  # read to its end for a second only: not quiet yet
+    now[0] = 102.5
+    assert asked() == ([0, 1, 2], 1.0)  # quiet now, and not asked for 0.5 s: asked
+    now[0] = 102.7
+    parts, timeout = asked()
+    assert parts == [1, 2] and timeout == pytest.approx(0.3)  # quiet and asked 0.2 s ago: left out
+    now[0] = 103.0
+    assert asked()[0] == [0, 1, 2]
+    answer([0], records={0}, highwater={0: 9})  # partition 0 wakes up: asked every time again
+    fetcher._records.clear()
+    now[0] = 103.1
+    assert asked()[0] == [0, 1, 2]
+
+    del positions[("t", 1)], positions[("t", 2)]  # a request with only a quiet partition not due is not sent
+    answer([0], records=set(), highwater={0: 5})
+    now[0] = 105.2
+    assert asked()[0] == [0]
+    now[0] = 105.3
+    requests, _, timeout, _, _ = faust_fixes._get_actions_per_node(fetcher, assignment)
+    assert requests == [] and timeout == pytest.approx(0.4)
+    monkeypatch.setattr(faust_fixes, "QUIET_EVERY_S", 0.0)  # install()'s default: the stock requests
+    assert asked()[0] == [0]
+    faust_fixes.install()
+    assert aiokafka_fetcher.Fetcher._get_actions_per_node is faust_fixes._get_actions_per_node
+    assert aiokafka_fetcher.Fetcher._proc_fetch_request is faust_fixes._proc_fetch_request
