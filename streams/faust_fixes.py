@@ -114,7 +114,7 @@ And a cost:
    and is not holding messages of, and aiokafka encodes the request and decodes the broker's answer
    for each of them in Python, empty or not; the broker, too, reads and answers each. The statistics
    worker reads every source dataset's topic, 66 × 6 partitions, most of them empty; in a catch-up,
-   fetching took about a third of its CPU (py-spy, docs/benchmarks.md). ``_get_actions_per_node``
+   fetching took 30% of its busy CPU (py-spy, docs/benchmarks.md). ``_get_actions_per_node``
    leaves a quiet partition (read to its end at every answer for ``QUIET_AFTER_S``) out of a request
    unless it was last asked ``QUIET_EVERY_S`` ago or more; any other partition is asked as before.
    (An answer without records is not enough: a full response leaves out partitions that have
