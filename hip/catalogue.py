@@ -57,12 +57,13 @@ class Dataset:
         return "stat" if self.is_statistic else "std"
 
     @property
-    def topic(self) -> str:
+    def warehouse_table(self) -> str:
         return f"{self.warehouse_schema}.{self.name}"
 
     @property
-    def warehouse_table(self) -> str:
-        return f"{self.warehouse_schema}.{self.name}"
+    def topic(self) -> str:
+        """Named as its warehouse table."""
+        return self.warehouse_table
 
     @property
     def fields(self) -> list[dict[str, Any]]:

@@ -403,7 +403,7 @@ def _get_actions_per_node(self: Any, assignment: Any) -> Any:
     next_due = float("inf")  # when the first partition left out is due
     kept_requests = []
     for node_id, request in fetch_requests:
-        topics = []
+        topics, left_out = [], False
         for topic, partitions in request.topics:
             kept = []
             for part in partitions:
@@ -415,11 +415,14 @@ def _get_actions_per_node(self: Any, assignment: Any) -> Any:
                 if last <= due_since:
                     asked[tp] = now
                     kept.append(part)
-                elif last + QUIET_EVERY_S < next_due:
-                    next_due = last + QUIET_EVERY_S
+                else:
+                    left_out = True
+                    next_due = min(next_due, last + QUIET_EVERY_S)
             if kept:
                 topics.append((topic, kept))
-        if topics:
+        if not left_out:
+            kept_requests.append((node_id, request))  # every partition asked: aiokafka's request as it is
+        elif topics:
             kept_requests.append((node_id, aiokafka_fetcher.FetchRequest(
                 request._max_wait_ms, request._min_bytes, request._max_bytes, request._isolation_level,
                 topics, rack_id=request._rack_id)))
@@ -429,7 +432,7 @@ def _get_actions_per_node(self: Any, assignment: Any) -> Any:
 async def _proc_fetch_request(self: Any, assignment: Any, node_id: int, request: Any) -> bool:
     """aiokafka's handling of a fetch response, noting which partitions it found read to their end (fix 9)."""
     has_new_data: bool = await _stock_proc_fetch(self, assignment, node_id, request)
-    if not assignment.active:
+    if QUIET_EVERY_S <= 0 or not assignment.active:  # fix 9 off (the normalizer): nothing to note
         return has_new_data
     now, records, empty_since = _clock(), self._records, _quiet(self).empty_since
     for topic, partitions in request.topics:
