@@ -387,69 +387,113 @@ def _reader(t: Any, named: dict[str, Reader], plain_times: bool) -> Reader | Non
     return _reader(base, named, plain_times)
 
 
-def _read_record(schema: dict[str, Any], named: dict[str, Reader], plain_times: bool) -> Reader | None:
+PRESENT = True  # a projected reader's value for a field read only for its presence
+
+
+def _varint_lines(pad: str, store: str | None) -> list[str]:
+    """Read one zig-zag varint at ``i`` (into ``n`` and then ``store``, or skipped when ``None``)."""
+    if store is None:
+        return [f"{pad}while b[i] & 0x80:", f"{pad}    i += 1", f"{pad}i += 1"]
+    return [f"{pad}n = b[i]",
+            f"{pad}i += 1",
+            f"{pad}if n & 0x80:",
+            f"{pad}    n &= 0x7F",
+            f"{pad}    shift = 7",
+            f"{pad}    while True:",
+            f"{pad}        c = b[i]",
+            f"{pad}        i += 1",
+            f"{pad}        n |= (c & 0x7F) << shift",
+            f"{pad}        if c < 0x80:",
+            f"{pad}            break",
+            f"{pad}        shift += 7",
+            f"{pad}{store} = (n >> 1) ^ -(n & 1)"]
+
+
+def _length_lines(pad: str, name: str) -> list[str]:
+    """Read a string's or bytes' length at ``i`` into ``n`` and its end into ``end``, checked."""
+    return [f"{pad}n = b[i]",
+            f"{pad}if n < 0x80:",
+            f"{pad}    n = (n >> 1) ^ -(n & 1)",
+            f"{pad}    i += 1",
+            f"{pad}else:",
+            f"{pad}    n, i = _read_long(b, i)",
+            f"{pad}end = i + n",
+            f"{pad}if n < 0 or end > len(b):",
+            f"{pad}    raise ValueError({name + ': a length of %d bytes runs past the end of the record'!r} % n)"]
+
+
+def _read_record(schema: dict[str, Any], named: dict[str, Reader], plain_times: bool,
+                 project: dict[str, bool] | None = None) -> Reader | None:
     """The record's reader, generated as one function with a straight run of code per field.
 
     This is the hot loop of the sink and the statistics. Written out per field, with strings and
     longs read inline, it takes half the time of a loop over (name, reader) pairs: no per-field
     tuple, branch on the field's kind or call for the common types.
+
+    ``project`` (field name → whether its value is wanted) makes a reader of some fields only: a
+    field mapped to ``True`` is read as usual; one mapped to ``False`` is read for its presence only
+    (``None`` when null, ``""`` for an empty string, else :data:`PRESENT`); any other is skipped.
+    Every field is still walked through, so lengths and union indexes are still checked.
     """
-    env: dict[str, Any] = {"_read_long": _read_long}
+    env: dict[str, Any] = {"_read_long": _read_long, "PRESENT": PRESENT}
     lines = ["def read(b, i):", "    r = {}"]
     for k, f in enumerate(schema["fields"]):
         t, name = f["type"], f["name"]
         nullable = isinstance(t, list) and len(t) == 2 and t[0] == "null"
-        reader = _reader(t[1] if nullable else t, named, plain_times)
+        base = t[1] if nullable else t
+        reader = _reader(base, named, plain_times)
         if reader is None:
             return None
+        want = True if project is None else project.get(name)
+        target = f"r[{name!r}]"
         pad = "        " if nullable else "    "
         if nullable:
-            lines += ["    x = b[i]", "    i += 1", "    if x == 0:", f"        r[{name!r}] = None", "    elif x == 2:"]
-        if reader is _read_string:
-            lines += [f"{pad}n = b[i]",
-                      f"{pad}if n < 0x80:",
-                      f"{pad}    n = (n >> 1) ^ -(n & 1)",
-                      f"{pad}    i += 1",
-                      f"{pad}else:",
-                      f"{pad}    n, i = _read_long(b, i)",
-                      f"{pad}end = i + n",
-                      f"{pad}if n < 0 or end > len(b):",
-                      f"{pad}    raise ValueError({name + ': a length of %d bytes runs past the end of the record'!r} % n)",
-                      f"{pad}r[{name!r}] = b[i:end].decode('utf-8')",
-                      f"{pad}i = end"]
-        elif reader is _read_long:  # ints, longs, and dates and timestamps with plain_times
-            lines += [f"{pad}n = b[i]",
-                      f"{pad}i += 1",
-                      f"{pad}if n & 0x80:",
-                      f"{pad}    n &= 0x7F",
-                      f"{pad}    shift = 7",
-                      f"{pad}    while True:",
-                      f"{pad}        c = b[i]",
-                      f"{pad}        i += 1",
-                      f"{pad}        n |= (c & 0x7F) << shift",
-                      f"{pad}        if c < 0x80:",
-                      f"{pad}            break",
-                      f"{pad}        shift += 7",
-                      f"{pad}r[{name!r}] = (n >> 1) ^ -(n & 1)"]
-        else:
+            lines += ["    x = b[i]", "    i += 1", "    if x == 0:"]
+            lines.append(f"        {target} = None" if want is not None else "        pass")
+            lines.append("    elif x == 2:")
+        sized = reader is _read_string or (isinstance(base, dict) and base.get("type") == "bytes")
+        if want is True and reader is _read_string:
+            lines += _length_lines(pad, name) + [f"{pad}{target} = b[i:end].decode('utf-8')", f"{pad}i = end"]
+        elif want is True and reader is _read_long:  # ints, longs, and dates and timestamps with plain_times
+            lines += _varint_lines(pad, target)
+        elif want is True:
             env[f"_read{k}"] = reader
-            lines.append(f"{pad}r[{name!r}], i = _read{k}(b, i)")
+            lines.append(f"{pad}{target}, i = _read{k}(b, i)")
+        else:  # read past the value; keep its presence if asked
+            if sized:
+                lines += _length_lines(pad, name) + [f"{pad}i = end"]
+            elif reader is _read_long or isinstance(base, dict) and base.get("type") == "enum":
+                lines += _varint_lines(pad, None)
+            elif reader is _read_boolean:
+                lines.append(f"{pad}i += 1")
+            elif reader is _read_double:
+                lines.append(f"{pad}i += 8")
+            else:
+                env[f"_read{k}"] = reader
+                lines.append(f"{pad}_, i = _read{k}(b, i)")
+            if want is False:
+                lines.append(f"{pad}{target} = PRESENT if n else ''" if reader is _read_string
+                             else f"{pad}{target} = PRESENT")
         if nullable:
             lines += ["    else:", f"        raise ValueError({name + ': union index %d out of range'!r} % x)"]
     lines.append("    return r, i")
-    exec(compile("\n".join(lines), f"<avro reader of {schema.get('name', 'record')}>", "exec"), env)
+    title = schema.get("name", "record") + (" (projected)" if project is not None else "")
+    exec(compile("\n".join(lines), f"<avro reader of {title}>", "exec"), env)
     read: Reader = env["read"]
-    _name(named, schema, read)
+    if project is None:
+        _name(named, schema, read)
     return read
 
 
-def compile_decoder(schema: dict[str, Any], *, plain_times: bool = False, offset: int = 5) -> Decoder | None:
+def compile_decoder(schema: dict[str, Any], *, plain_times: bool = False, offset: int = 5,
+                    project: dict[str, bool] | None = None) -> Decoder | None:
     """A reader of bodies written with ``schema`` itself, starting at ``offset`` (after the registry
     framing), or ``None`` for types this module does not read. ``plain_times``: dates and
-    timestamps stay epoch days and epoch milliseconds."""
+    timestamps stay epoch days and epoch milliseconds. ``project``: the top-level fields to read,
+    and how (see :func:`_read_record`)."""
     if schema.get("type") != "record":
         return None
-    read = _read_record(schema, {}, plain_times)
+    read = _read_record(schema, {}, plain_times, project)
     if read is None:
         return None
 

@@ -228,7 +228,7 @@ def codec() -> Any:
 def decoder() -> StatsDecoder:
     global _decoder
     if _decoder is None:
-        _decoder = StatsDecoder(codec())
+        _decoder = StatsDecoder(codec(), quality=QUALITY)
     return _decoder
 
 
@@ -344,12 +344,13 @@ async def _contribute(event: Any) -> None:
     if event.message.topic == TICKS:
         return  # a tick only rolls its partition
     try:
-        dataset, record = decoder().decode(event.value)
+        findings = header_findings(event.message.headers)
+        # Without the normalizer's findings the conformance rules run here, on the whole record.
+        dataset, record = decoder().decode(event.value, whole=QUALITY and findings is None)
         ds = CATALOGUE[dataset]
         org = str(record["org_code"])
         source = core.source_ref(dataset, org, [record.get(k) for k in ds.business_key])
-        new = core.contributions(dataset, record, window, quality=QUALITY,
-                                 findings=header_findings(event.message.headers))
+        new = core.contributions(dataset, record, window, quality=QUALITY, findings=findings)
     except RecordError as exc:
         await _dead_letter(event, exc.reason, str(exc))
         return

@@ -70,7 +70,7 @@ class Statistics:
 
     def __init__(self, codec: LocalCodec, window: core.Window, quality: bool) -> None:
         self.codec = codec
-        self.decoder = StatsDecoder(codec)  # type: ignore[arg-type]
+        self.decoder = StatsDecoder(codec, quality=quality)  # type: ignore[arg-type]
         self.window = window
         self.quality = quality
         self.ledger = core.Ledger()
@@ -79,12 +79,12 @@ class Statistics:
         self.emitted = 0
 
     def record(self, data: bytes, position: str, headers: Any) -> None:
-        dataset, rec = self.decoder.decode(data)
+        findings = header_findings(headers)
+        dataset, rec = self.decoder.decode(data, whole=self.quality and findings is None)
         ds = self.catalogue[dataset]
         org = str(rec["org_code"])
         source = core.source_ref(dataset, org, [rec.get(k) for k in ds.business_key])
-        new = core.contributions(dataset, rec, self.window, quality=self.quality,
-                                 findings=header_findings(headers))
+        new = core.contributions(dataset, rec, self.window, quality=self.quality, findings=findings)
         ledger = self.ledger
         p = core.plan(source, ledger.entries.get(source), core.version(rec), new,
                       fields=core.window_fields(dataset, rec), window=self.window)

@@ -323,6 +323,35 @@ CONTRIBUTORS: dict[str, Callable[[str, Mapping[str, Any], Window], Contributions
 }
 
 
+# The fields each contributor above reads (a unit test checks them against the functions' code).
+CONTRIBUTOR_FIELDS: dict[str, tuple[str, ...]] = {
+    "outpatient_registration": ("registration_date", "registration_time", "cancelled", "status",
+                                "visit_type_code", "appointment_no", "is_first_visit", "dept_code"),
+    "medical_fee": ("charge_date", "charge_time", "is_refund", "amount", "self_pay_amount",
+                    "fee_class_code", "visit_type_code", "ordering_dept_code"),
+    "inpatient_visit": ("admission_date", "admission_time", "discharge_date", "discharge_time",
+                        "admission_dept_code", "current_dept_code", "discharge_dept_code",
+                        "admission_route_code", "discharge_method_code"),
+    "operation_record": ("visit_type_code", "op_date", "start_time", "dept_code", "op_level_code"),
+    "department": ("dept_code", "is_active", "open_beds", "approved_beds"),
+}
+# What the worker reads of every record: its identity, version, arrival and source.
+HEADER_FIELDS = ("op", "org_code", "source_system", "source_position", "ingest_ts", "source_ts")
+
+
+def fields_read(dataset: str, business_key: Sequence[str], *, quality: bool) -> dict[str, bool]:
+    """The fields the statistics read of a record of ``dataset``: name → whether its value is read
+    (``True``) or only whether it is empty (``False``: dataset 60 counts the missing required and
+    recommended values when the normalizer's findings come with the record)."""
+    wanted = dict.fromkeys((*HEADER_FIELDS, *business_key, *CONTRIBUTOR_FIELDS.get(dataset, ()),
+                            *WINDOW_FIELDS.get(dataset, ())), True)
+    if quality:
+        plan = plan_for(dataset)
+        for name in (*plan.required, *plan.recommended):
+            wanted.setdefault(name, False)
+    return wanted
+
+
 def contributions(dataset: str, record: Mapping[str, Any], window: Window, *, quality: bool = True,
                   findings: Findings | None = None) -> Contributions:
     """Everything one standard record version contributes; a delete contributes nothing."""

@@ -183,3 +183,34 @@ def test_a_truncated_body_is_an_error_not_a_short_record() -> None:
     body = fastavro_bytes(schema, {"s": "张三李四"})
     with pytest.raises((ValueError, IndexError)):
         compile_decoder(schema, offset=0)(body[:-2])  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_a_projected_reader_reads_its_fields_marks_presence_and_skips_the_rest(dataset: str) -> None:
+    schema = CATALOGUE[dataset].schema
+    names = [f["name"] for f in schema["fields"]]
+    rnd = random.Random("project" + dataset)
+    # every third field read, every third one for its presence only, the others skipped
+    project = {name: k % 3 == 0 for k, name in enumerate(names) if k % 3 != 2}
+    decode_plain = compile_decoder(schema, plain_times=True, offset=0)
+    projected = compile_decoder(schema, plain_times=True, offset=0, project=project)
+    assert decode_plain is not None and projected is not None
+    for _ in range(60):
+        body = fastavro_bytes(schema, value_of(schema, rnd, named_types(schema, {})))
+        whole, got = decode_plain(body), projected(body)
+        assert set(got) == set(project)
+        for name, wanted in project.items():
+            if wanted or whole[name] is None or whole[name] == "":
+                assert repr(got[name]) == repr(whole[name]), name
+            else:
+                assert got[name] is True, name
+
+
+def test_a_projected_reader_still_checks_the_lengths_of_what_it_skips() -> None:
+    schema = {"type": "record", "name": "S", "fields": [{"name": "a", "type": "long"},
+                                                        {"name": "s", "type": ["null", "string"]}]}
+    body = fastavro_bytes(schema, {"a": 1, "s": "张三李四"})
+    with pytest.raises(ValueError, match="s: a length"):
+        compile_decoder(schema, offset=0, project={"a": True})(body[:-2])  # type: ignore[misc]
+    with pytest.raises(ValueError, match="s: union index"):
+        compile_decoder(schema, offset=0, project={"a": True})(body[:1] + b"\x04" + body[2:])  # type: ignore[misc]

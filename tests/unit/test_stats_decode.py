@@ -36,7 +36,7 @@ def test_plain_decoding_contributes_like_the_codec() -> None:
         ])
         data = codec.encode(dataset, rec)
         general = fastavro.schemaless_reader(io.BytesIO(data[5:]), cat[dataset].parsed)
-        name, plain = decoder.decode(data)
+        name, plain = decoder.decode(data, whole=True)  # no findings: the rules run on the record
         assert name == dataset
         assert isinstance(plain["source_ts"], int)
         assert core.contributions(dataset, plain, window) == core.contributions(dataset, general, window)
@@ -69,3 +69,60 @@ def test_an_older_schema_that_differs_only_in_a_decimal_scale_is_resolved_not_mi
     _, new = decoder.decode(struct.pack(">bI", 0, same_id) + body.getvalue())
     assert new["amount"] == Decimal("12.34")
     assert "compile_decoder" in decoder._readers[same_id][1].__qualname__
+
+
+def test_the_projected_decoding_gives_what_the_whole_record_gives() -> None:
+    """On the simulated hospitals' standard records of both vendors, every dataset they feed."""
+    from hip.records import header_findings
+    from streams.core.mapping import load_mappings
+    from streams.normalizer_events import workload_events
+    from streams.normalizer_stage import Processor
+    from streams.stats.bench import SIMULATED_WINDOW, hospital
+
+    cat = load_catalogue()
+    codec = LocalCodec(cat)
+    mappings = load_mappings()
+    window = SIMULATED_WINDOW
+    seen = set()
+    for quality in (True, False):
+        decoder = StatsDecoder(codec, quality=quality)  # type: ignore[arg-type]
+        for vendor in ("a", "b"):
+            processor = Processor(mappings, codec, {})
+            events = workload_events(vendor, hospital(mappings, vendor), 3000, dirty=0.05)
+            for m in processor.process(events).messages:
+                if not m.topic.startswith("std."):
+                    continue
+                findings = header_findings(m.headers)
+                dataset, whole = decoder.decode(m.value, whole=True)
+                _, part = decoder.decode(m.value)
+                seen.add(dataset)
+                business_key = cat[dataset].business_key
+                assert [part[k] for k in business_key] == [whole[k] for k in business_key]
+                assert core.version(part) == core.version(whole)
+                assert core.window_fields(dataset, part) == core.window_fields(dataset, whole)
+                assert part["source_system"] == whole["source_system"]
+                assert part["source_ts"] == whole["source_ts"]
+                assert (core.contributions(dataset, part, window, quality=quality, findings=findings)
+                        == core.contributions(dataset, whole, window, quality=quality, findings=findings))
+    assert set(core.CONTRIBUTORS) <= seen
+
+
+def test_each_contributor_declares_the_fields_it_reads() -> None:
+    """Every field name a contributor's code names (its helpers' too) is in ``CONTRIBUTOR_FIELDS``,
+    or the projected decoding would leave it out and the contribution would silently change."""
+    import ast
+    import inspect
+
+    cat = load_catalogue()
+    helpers = {"inpatient_visit": [core.stay_dept]}
+    for dataset, fn in core.CONTRIBUTORS.items():
+        fields = {f["name"] for f in cat[dataset].schema["fields"]}
+        named = set()
+        for code in (fn, *helpers.get(dataset, [])):
+            tree = ast.parse(inspect.getsource(code))
+            measures = {id(k) for node in ast.walk(tree) if isinstance(node, ast.Dict) for k in node.keys}
+            for node in ast.walk(tree):  # the measures' names (dict keys) are not fields read
+                if isinstance(node, ast.Constant) and node.value in fields and id(node) not in measures:
+                    named.add(node.value)
+        assert named, dataset
+        assert named <= set(core.CONTRIBUTOR_FIELDS[dataset]), (dataset, named - set(core.CONTRIBUTOR_FIELDS[dataset]))
