@@ -294,24 +294,50 @@ def quality_contributions(dataset: str, org: str, r: Mapping[str, Any],
     day = iso_day((ingest + LOCAL_OFFSET_MS) // DAY_MS)
     if findings is None:
         findings = [(f.rule, f.severity) for f in conformance_check(dataset, dict(r), now=ingest)]
-    plan = plan_for(dataset)
-    expected = plan.required + plan.recommended
-    missing = sum(1 for v in map(r.get, expected) if v is None or v == "")
+    expected = _expected_fields(dataset)
+    missing = 0
+    for v in map(r.get, expected):
+        if v is None or v == "":
+            missing += 1
     source = to_ms(r.get("source_ts"))
     delay = max(0, ingest - source) if source is not None else 0
-    rejected = 1 if any(severity == "error" for _, severity in findings) else 0
-    out: Contributions = {}
-    _add(out, (QUALITY, org, day, dataset, "*"),
-         {"records_received": 1, "records_rejected": rejected, "records_accepted": 1 - rejected,
-          "findings": len(findings), "affected_records": 1 if findings else 0,
-          "required_values_expected": len(expected), "required_values_missing": missing,
-          "delay_seconds_total": delay // 1000, "late_records": 1 if delay > LATE_MS else 0})
-    by_rule: dict[str, int] = {}
-    for rule, _ in findings:
-        by_rule[rule] = by_rule.get(rule, 0) + 1
-    for rule, n in by_rule.items():
-        _add(out, (QUALITY, org, day, dataset, rule), {"findings": n, "affected_records": 1})
+    # The measures without zeros, as _add would leave them (this runs for every record).
+    m: Measures = {"records_received": 1}
+    if any(severity == "error" for _, severity in findings):
+        m["records_rejected"] = 1
+    else:
+        m["records_accepted"] = 1
+    if findings:
+        m["findings"] = len(findings)
+        m["affected_records"] = 1
+    if expected:
+        m["required_values_expected"] = len(expected)
+    if missing:
+        m["required_values_missing"] = missing
+    if delay >= 1000:
+        m["delay_seconds_total"] = delay // 1000
+    if delay > LATE_MS:
+        m["late_records"] = 1
+    out: Contributions = {(QUALITY, org, day, dataset, "*"): m}
+    if findings:
+        by_rule: dict[str, int] = {}
+        for rule, _ in findings:
+            by_rule[rule] = by_rule.get(rule, 0) + 1
+        for rule, n in by_rule.items():
+            out[(QUALITY, org, day, dataset, rule)] = {"findings": n, "affected_records": 1}
     return out
+
+
+_EXPECTED: dict[str, tuple[str, ...]] = {}
+
+
+def _expected_fields(dataset: str) -> tuple[str, ...]:
+    """Dataset 60's expected fields of a dataset: its required and recommended ones."""
+    names = _EXPECTED.get(dataset)
+    if names is None:
+        plan = plan_for(dataset)
+        names = _EXPECTED[dataset] = (*plan.required, *plan.recommended)
+    return names
 
 
 CONTRIBUTORS: dict[str, Callable[[str, Mapping[str, Any], Window], Contributions]] = {
@@ -346,8 +372,7 @@ def fields_read(dataset: str, business_key: Sequence[str], *, quality: bool) -> 
     wanted = dict.fromkeys((*HEADER_FIELDS, *business_key, *CONTRIBUTOR_FIELDS.get(dataset, ()),
                             *WINDOW_FIELDS.get(dataset, ())), True)
     if quality:
-        plan = plan_for(dataset)
-        for name in (*plan.required, *plan.recommended):
+        for name in _expected_fields(dataset):
             wanted.setdefault(name, False)
     return wanted
 
