@@ -529,3 +529,27 @@ def test_a_quiet_partition_is_asked_less_often_and_one_with_records_as_before(mo
     faust_fixes.install()
     assert aiokafka_fetcher.Fetcher._get_actions_per_node is faust_fixes._get_actions_per_node
     assert aiokafka_fetcher.Fetcher._proc_fetch_request is faust_fixes._proc_fetch_request
+
+
+def test_a_table_database_opened_again_keeps_its_bloom_filter(tmp_path: Any) -> None:
+    """Fix 10: rocksdict reopened an existing database with the options stored in it, less the filter."""
+    import glob
+
+    from faust.stores.rocksdb import RocksDBOptions
+
+    from streams.faust_fixes import _open_rocksdb
+
+    options = RocksDBOptions(write_buffer_size=1 << 20, block_cache_size=1 << 20, bloom_filter_size=10,
+                             use_rocksdict=True)
+    path = tmp_path / "t-0.db"
+    for value in (b"1", b"2"):  # created, then opened again
+        db = _open_rocksdb(options, path)
+        db[b"k"] = value
+        db.close()
+    db = _open_rocksdb(options, path)
+    assert db[b"k"] == b"2"
+    db.close()
+    files = sorted(glob.glob(str(path / "OPTIONS-*")))
+    assert len(files) >= 2
+    for name in files:
+        assert "filter_policy=bloomfilter" in open(name).read(), name
