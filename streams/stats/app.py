@@ -130,7 +130,8 @@ DATADIR = SETTINGS.faust_datadir("stats", APP_ID)
 # Copied per table: Faust pops keys from the options it is given.
 # Ten bits a key in the Bloom filters (Faust's default is three): most reads are of keys not there
 # yet (a new record's ledger entry, a cell's first total), and at three bits about a
-# quarter of them still read a block of the database to find that out.
+# quarter of them still read a block of the database to find that out. rocksdict dropped the
+# filter whenever a database was opened again; streams/faust_fixes.py (fix 10) keeps it.
 TABLE_OPTIONS = {"driver": "rocksdict", "write_buffer_size": 1 << 20, "max_write_buffer_number": 2,
                  "block_cache_size": 1 << 20, "bloom_filter_size": 10}
 
