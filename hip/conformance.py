@@ -15,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from typing import Any, Callable, Iterable, Literal, NamedTuple
 
 from hip.catalogue import Dataset, ValueSet, load_catalogue, load_valueset_info
@@ -1019,6 +1020,11 @@ class _Plan:
     future_ts: frozenset[str]
     checks: tuple[Check, ...]
     run: Run | None = None  # the generated fast path; None when some name did not fit the templates
+
+    @cached_property
+    def expected(self) -> tuple[str, ...]:
+        """The required fields, then the recommended ones (dataset 60 counts those left empty)."""
+        return (*self.required, *self.recommended)
 
 
 def _compile(ds: Dataset) -> _Plan:

@@ -60,7 +60,7 @@ from hip.catalogue import load_catalogue
 from hip.codec import codec_from_settings
 from hip.errors import RecordError
 from hip.proc import relax_gc, trim_heap
-from hip.records import header_findings, record_key
+from hip.records import record_key
 from hip.settings import load_settings
 from streams import faust_fixes
 from streams.event_batches import batches
@@ -345,9 +345,7 @@ async def _contribute(event: Any) -> None:
     if event.message.topic == TICKS:
         return  # a tick only rolls its partition
     try:
-        findings = header_findings(event.message.headers)
-        # Without the normalizer's findings the conformance rules run here, on the whole record.
-        dataset, record = decoder().decode(event.value, whole=QUALITY and findings is None)
+        dataset, record, findings = decoder().read(event.value, event.message.headers)
         ds = CATALOGUE[dataset]
         org = str(record["org_code"])
         source = core.source_ref(dataset, org, [record.get(k) for k in ds.business_key])

@@ -27,7 +27,6 @@ from typing import Any, Callable
 from hip.catalogue import Catalogue, load_catalogue
 from hip.codec import FramedEncoder
 from hip.proc import machine
-from hip.records import header_findings
 from streams.stats import core
 from streams.stats.decode import StatsDecoder
 
@@ -79,8 +78,7 @@ class Statistics:
         self.emitted = 0
 
     def record(self, data: bytes, position: str, headers: Any) -> None:
-        findings = header_findings(headers)
-        dataset, rec = self.decoder.decode(data, whole=self.quality and findings is None)
+        dataset, rec, findings = self.decoder.read(data, headers)
         ds = self.catalogue[dataset]
         org = str(rec["org_code"])
         source = core.source_ref(dataset, org, [rec.get(k) for k in ds.business_key])

@@ -294,7 +294,7 @@ def quality_contributions(dataset: str, org: str, r: Mapping[str, Any],
     day = iso_day((ingest + LOCAL_OFFSET_MS) // DAY_MS)
     if findings is None:
         findings = [(f.rule, f.severity) for f in conformance_check(dataset, dict(r), now=ingest)]
-    expected = _expected_fields(dataset)
+    expected = plan_for(dataset).expected
     missing = 0
     for v in map(r.get, expected):
         if v is None or v == "":
@@ -328,18 +328,6 @@ def quality_contributions(dataset: str, org: str, r: Mapping[str, Any],
     return out
 
 
-_EXPECTED: dict[str, tuple[str, ...]] = {}
-
-
-def _expected_fields(dataset: str) -> tuple[str, ...]:
-    """Dataset 60's expected fields of a dataset: its required and recommended ones."""
-    names = _EXPECTED.get(dataset)
-    if names is None:
-        plan = plan_for(dataset)
-        names = _EXPECTED[dataset] = (*plan.required, *plan.recommended)
-    return names
-
-
 CONTRIBUTORS: dict[str, Callable[[str, Mapping[str, Any], Window], Contributions]] = {
     "outpatient_registration": registration_contributions,
     "medical_fee": fee_contributions,
@@ -349,17 +337,22 @@ CONTRIBUTORS: dict[str, Callable[[str, Mapping[str, Any], Window], Contributions
 }
 
 
+# The fields the rollover keeps of a record whose contribution depends on the census window (dates
+# and timestamps as epoch numbers): all its contributor reads, as it recomputes it from them alone.
+WINDOW_FIELDS: dict[str, tuple[str, ...]] = {
+    "inpatient_visit": ("admission_date", "admission_time", "discharge_date", "discharge_time",
+                        "admission_dept_code", "current_dept_code", "discharge_dept_code",
+                        "admission_route_code", "discharge_method_code"),
+    "department": ("dept_code", "is_active", "open_beds", "approved_beds"),
+}
 # The fields each contributor above reads (a unit test checks them against the functions' code).
 CONTRIBUTOR_FIELDS: dict[str, tuple[str, ...]] = {
     "outpatient_registration": ("registration_date", "registration_time", "cancelled", "status",
                                 "visit_type_code", "appointment_no", "is_first_visit", "dept_code"),
     "medical_fee": ("charge_date", "charge_time", "is_refund", "amount", "self_pay_amount",
                     "fee_class_code", "visit_type_code", "ordering_dept_code"),
-    "inpatient_visit": ("admission_date", "admission_time", "discharge_date", "discharge_time",
-                        "admission_dept_code", "current_dept_code", "discharge_dept_code",
-                        "admission_route_code", "discharge_method_code"),
     "operation_record": ("visit_type_code", "op_date", "start_time", "dept_code", "op_level_code"),
-    "department": ("dept_code", "is_active", "open_beds", "approved_beds"),
+    **WINDOW_FIELDS,
 }
 # What the worker reads of every record: its identity, version, arrival and source.
 HEADER_FIELDS = ("op", "org_code", "source_system", "source_position", "ingest_ts", "source_ts")
@@ -369,10 +362,9 @@ def fields_read(dataset: str, business_key: Sequence[str], *, quality: bool) -> 
     """The fields the statistics read of a record of ``dataset``: name → whether its value is read
     (``True``) or only whether it is empty (``False``: dataset 60 counts the missing required and
     recommended values when the normalizer's findings come with the record)."""
-    wanted = dict.fromkeys((*HEADER_FIELDS, *business_key, *CONTRIBUTOR_FIELDS.get(dataset, ()),
-                            *WINDOW_FIELDS.get(dataset, ())), True)
+    wanted = dict.fromkeys((*HEADER_FIELDS, *business_key, *CONTRIBUTOR_FIELDS.get(dataset, ())), True)
     if quality:
-        for name in _expected_fields(dataset):
+        for name in plan_for(dataset).expected:
             wanted.setdefault(name, False)
     return wanted
 
@@ -545,13 +537,6 @@ def merge_delta(into: dict[str, Measures], cell: str, delta: Mapping[str, int]) 
 
 # ---------------------------------------------------------------- day rollover
 
-# The fields each window-dependent contribution reads; dates and timestamps kept as epoch numbers.
-WINDOW_FIELDS: dict[str, tuple[str, ...]] = {
-    "inpatient_visit": ("admission_date", "admission_time", "discharge_date", "discharge_time",
-                        "admission_dept_code", "current_dept_code", "discharge_dept_code",
-                        "admission_route_code", "discharge_method_code"),
-    "department": ("dept_code", "is_active", "open_beds", "approved_beds"),
-}
 
 
 def window_fields(dataset: str, record: Mapping[str, Any]) -> dict[str, Any] | None:

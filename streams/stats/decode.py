@@ -10,8 +10,8 @@ longs), keeps decimals, and compiles each schema's reader once (:mod:`hip.avro_c
 By default only the fields the statistics read are decoded (``core.fields_read``): the reader
 still walks every field, checking lengths and union indexes, but skips the other values, and turns
 the required and recommended ones that dataset 60 counts into a mark of their presence. That took
-a third off the decoding (docs/benchmarks.md). ``decode(data, whole=True)`` decodes every field:
-the worker asks for it when a record comes without the normalizer's findings, as the conformance
+a third off the decoding (docs/benchmarks.md). ``decode(data, whole=True)`` decodes every field;
+``read`` asks for it when a record comes without the normalizer's findings, as the conformance
 rules then run on it.
 
 A record written with an older schema version than the catalogue's goes through schema resolution
@@ -28,6 +28,7 @@ import fastavro
 from hip.avro_compiled import compile_decoder
 from hip.codec import MAGIC, Codec, parsed_once_reader
 from hip.errors import RecordError
+from hip.records import header_findings
 from streams.stats.core import fields_read
 
 _HEADER = struct.Struct(">bI")
@@ -54,6 +55,13 @@ class StatsDecoder:
         self.quality = quality  # whether the projection keeps dataset 60's presence marks
         self._readers: dict[int, tuple[str, Callable[[bytes], dict[str, Any]]]] = {}
         self._whole: dict[int, tuple[str, Callable[[bytes], dict[str, Any]]]] = {}
+
+    def read(self, data: bytes, headers: Any) -> tuple[str, dict[str, Any], list[tuple[str, str]] | None]:
+        """(dataset, record, the normalizer's findings) of a standard record's message: the record
+        whole when it comes without findings and dataset 60 is counted (the rules then run on it)."""
+        findings = header_findings(headers)
+        dataset, record = self.decode(data, whole=self.quality and findings is None)
+        return dataset, record, findings
 
     def decode(self, data: bytes, *, whole: bool = False) -> tuple[str, dict[str, Any]]:
         if len(data) < 5 or data[0] != MAGIC:
