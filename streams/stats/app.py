@@ -62,9 +62,8 @@ from hip.errors import RecordError
 from hip.proc import relax_gc, trim_heap
 from hip.records import record_key
 from hip.settings import load_settings
-from streams import faust_fixes
 from streams.event_batches import batches
-from streams.stats import buffered, core
+from streams.stats import buffered, core, reading
 from streams.stats.decode import StatsDecoder
 from streams.stats.flow import StageTwoLag
 
@@ -103,14 +102,6 @@ FLUSH_EVENTS = int(os.environ.get("HIP_STATS_FLUSH_EVENTS", "1000"))  # stage 1 
 # they are resumed: see StageTwoLag. A flush sends one message per deltas partition, carrying
 # up to FLUSH_EVENTS events' changes: 50 messages are a few thousand events.
 MAX_LAG = int(os.environ.get("HIP_STATS_MAX_LAG", "50"))
-MAX_POLL_RECORDS = int(os.environ.get("HIP_STATS_MAX_POLL_RECORDS", "2000"))  # 0: Faust's default, no limit
-FETCH_KIB = int(os.environ.get("HIP_STATS_FETCH_KIB", "64"))  # fetched ahead per partition
-# A partition read to its end for a while is asked for records this often, not at every fetch
-# (streams/faust_fixes.py, fix 9): most of the 66 × 6 standard partitions are empty. 0: every fetch.
-FETCH_QUIET_S = float(os.environ.get("HIP_STATS_FETCH_QUIET_S", "0.5"))
-# Events an agent takes from its queue at once (streams.event_batches), then handles one by one.
-# Small: a rebalance waits until the events taken are acked, as Faust's stream waits for the one.
-TAKE = 100
 TRIM_SECONDS = float(os.environ.get("HIP_STATS_TRIM_SECONDS", "5"))  # 0: never hand freed memory back
 QUALITY = os.environ.get("HIP_STATS_QUALITY", "1") != "0"
 CATALOGUE = load_catalogue()
@@ -162,7 +153,7 @@ class _StatsApp(faust.App):
             flusher.cancel()
 
 
-faust_fixes.install(quiet_every_s=FETCH_QUIET_S)  # before the app makes its producer and consumer
+reading.install_fixes()  # before the app makes its producer and consumer
 app = _StatsApp(
     APP_ID,
     broker=f"kafka://{SETTINGS.bootstrap_servers}",
@@ -173,18 +164,7 @@ app = _StatsApp(
     datadir=str(DATADIR),
     topic_partitions=PARTITIONS,
     topic_replication_factor=1,
-    processing_guarantee="at_least_once",
-    web_enabled=False,
-    Monitor=faust_fixes.QuietMonitor,  # Faust's per-message statistics: see streams/faust_fixes.py
-    producer_linger=0.005,
-    stream_buffer_maxsize=4096,
-    # Per partition fetched. Stage 1 reads every standard topic (66 × HIP_STD_PARTITIONS partitions)
-    # and in a catch-up each of them holds a fetch: Faust's default 1 MiB held the process near 300
-    # MiB with a hundred partitions, 256 KiB reached 361 MiB in a million-change catch-up.
-    consumer_max_fetch_size=FETCH_KIB * 1024,
-    # Records handed over per poll. Faust's default is no limit: in a catch-up a poll unpacked what
-    # every partition had fetched, about 150,000 records (60 MiB of Python objects) alive at once.
-    broker_max_poll_records=MAX_POLL_RECORDS or None,
+    **reading.app_options(),
     # A write-ahead record holds a whole flush of one partition: flushes stop at about
     # buffered.FLUSH_BYTES, but that counts characters, and an event (or stage 1's outbox) may
     # add its writes on top. Room to spare, so that no flush can be too big to send (a changelog
@@ -194,17 +174,11 @@ app = _StatsApp(
 TICKS = f"stats.ticks{SUFFIX}"
 
 
-def _raw_topic(*names: str, **options: Any) -> Any:
-    """A topic of bytes the worker decodes itself (read without Faust's codecs: faust_fixes, fix 5)."""
-    return app.topic(*names, schema=faust_fixes.RawSchema(), key_type=bytes, value_type=bytes,
-                     key_serializer="raw", value_serializer="raw", **options)
-
-
-ticks_topic = _raw_topic(TICKS, partitions=PARTITIONS, internal=True)
-std_topics = _raw_topic(*[f"std.{d}{SUFFIX}" for d in SOURCE_DATASETS], TICKS, partitions=PARTITIONS)
-deltas_topic = _raw_topic(f"stats.deltas{SUFFIX}", partitions=PARTITIONS, internal=True)
+ticks_topic = reading.raw_topic(app, TICKS, partitions=PARTITIONS, internal=True)
+std_topics = reading.raw_topic(app, *[f"std.{d}{SUFFIX}" for d in SOURCE_DATASETS], TICKS, partitions=PARTITIONS)
+deltas_topic = reading.raw_topic(app, f"stats.deltas{SUFFIX}", partitions=PARTITIONS, internal=True)
 STAT_TOPICS = {name: f"stat.{name}{SUFFIX}" for name in core.STAT_DATASETS}
-dlq_topic = _raw_topic(f"dlq.stats{SUFFIX}")
+dlq_topic = reading.raw_topic(app, f"dlq.stats{SUFFIX}")
 ledger = app.Table("stats-ledger", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS),
                    extra_topic_configs={"max.message.bytes": str(buffered.MESSAGE_BYTES)})
 cells = app.Table("stats-cells", default=None, key_type=str, partitions=PARTITIONS, options=dict(TABLE_OPTIONS),
@@ -319,7 +293,7 @@ LAG = StageTwoLag(deltas_topic.get_topic_name(), frozenset(std_topics.topics), M
 @app.agent(std_topics, concurrency=1)
 async def contribute(stream: Any) -> None:
     """Stage 1: a standard record version → the change of each cell it touches or left."""
-    async for events in batches(app, stream, TAKE, 0):
+    async for events in batches(app, stream, reading.TAKE, 0):
         for event in events:
             try:
                 await _contribute(event)
@@ -620,7 +594,7 @@ def position(part: int) -> str:
 @app.agent(deltas_topic, concurrency=1)
 async def total(stream: Any) -> None:
     """Stage 2: add the changes into the cell totals; changed cells are emitted by ``flush``."""
-    async for events in batches(app, stream, TAKE, 0):
+    async for events in batches(app, stream, reading.TAKE, 0):
         for event in events:
             await _total(event)
 

@@ -14,7 +14,10 @@ and its changelog, the summed changes through Kafka, stage 2's cell table and ch
    window); the time runs from its first committed offset to the moment every standard record and
    every deltas message it sent are committed (offsets are committed every few seconds: read the rate
    to about ±10% at the default size);
-4. the run's topics and tables are removed.
+4. with ``--floor``, ``streams.stats.floor`` then reads the same records under its own consumer
+   group: Faust consuming them with the worker's settings and acking them, nothing else. The
+   worker's CPU above the floor's is the statistics' own work;
+5. the run's topics and tables are removed.
 
 The normalizer worker's rate for the same events comes from ``streams.bench_normalizer`` (run it
 in the same session: ``make bench`` runs both).
@@ -25,7 +28,7 @@ import argparse
 import shutil
 import time
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -74,6 +77,48 @@ def committed_and_end(bootstrap: str, group: str, topics: list[str]) -> tuple[in
         consumer.close()
 
 
+class Measured(NamedTuple):
+    seconds: float
+    cpu: float  # the process's user + system seconds over the same span
+    peak_kib: int
+    deltas_messages: int | None  # None: the floor sends none
+
+
+def measure(module: str, suffix: str, app_id: str, datasets: list[str], std: list[str], timeout: float) -> Measured:
+    """Start ``module`` on the run's topics and time it from its first commit to its last record."""
+    settings = load_settings()
+    bootstrap = settings.bootstrap_servers
+    floor = module == FLOOR
+    log = settings.var / "logs" / f"stats-bench-{app_id}.log"
+    worker = isolated.start_worker(suffix, app_id, datasets, PARTITIONS, SIMULATED_WINDOW, log, module=module)
+    first = last = cpu_first = cpu_last = 0.0
+    peak_kib = st_end = 0
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and worker.poll() is None:
+            time.sleep(0.5)
+            peak_kib = max(peak_kib, peak_rss_kib(worker.pid))
+            std_offsets = committed_and_end(bootstrap, app_id, std)
+            st_offsets = (0, 0) if floor else committed_and_end(bootstrap, app_id, [f"stats.deltas{suffix}"])
+            if std_offsets is None or st_offsets is None:
+                continue
+            (std_done, std_end), (st_done, st_end) = std_offsets, st_offsets
+            if std_done and not first:
+                first, cpu_first = time.time(), cpu_seconds(worker.pid)
+            if std_done == std_end and st_done == st_end:
+                last, cpu_last = time.time(), cpu_seconds(worker.pid)
+                break
+        if not last:
+            raise SystemExit(f"{module} did not finish in {timeout:.0f} s (exit {worker.poll()}); see {log}")
+    finally:
+        isolated.stop_worker(worker, 60)
+        shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)
+    return Measured(last - first, cpu_last - cpu_first, peak_kib, None if floor else st_end)
+
+
+FLOOR = "streams.stats.floor"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20000, help="simulated row changes")
@@ -82,6 +127,9 @@ def main() -> None:
     parser.add_argument("--all-topics", action="store_true",
                         help="read every source dataset's topic, as the platform's worker does, not only "
                              "those the events fill (each fetch then lists 66 topics' partitions)")
+    parser.add_argument("--floor", action="store_true",
+                        help="then run streams.stats.floor on the same records: Faust reading and acking "
+                             "them as the worker does, with no work (the CPU any Faust reader pays)")
     args = parser.parse_args()
     import logging
 
@@ -89,7 +137,7 @@ def main() -> None:
     settings = load_settings()
     bootstrap = settings.bootstrap_servers
     tag = f"b{uuid.uuid4().hex[:6]}"
-    suffix, app_id = f".{tag}", f"hip-stats-bench-{tag}"
+    suffix = f".{tag}"
     messages = standard_messages(args.vendor, args.events, settings.registry_url)
     # The worker's own default (streams.stats.app), or only the topics the events fill.
     datasets = load_catalogue().source_names() if args.all_topics else sorted({m.topic[len("std."):] for m in messages})
@@ -104,46 +152,32 @@ def main() -> None:
         produce_waiting(producer, m.topic + suffix, m.value, m.key, m.headers or None)
     assert producer.flush(60) == 0
 
-    log = settings.var / "logs" / f"stats-bench-{tag}.log"
-    worker = isolated.start_worker(suffix, app_id, datasets, PARTITIONS, SIMULATED_WINDOW, log)
-    first = last = 0.0
-    cpu_first = cpu_last = 0.0
-    peak_kib = st_end = 0
+    runs = [("statistics worker", "streams.stats.app")] + ([("floor: Faust reads and acks", FLOOR)] if args.floor else [])
+    results = []
     try:
-        deadline = time.time() + args.timeout
-        while time.time() < deadline and worker.poll() is None:
-            time.sleep(0.5)
-            peak_kib = max(peak_kib, peak_rss_kib(worker.pid))
-            std_offsets = committed_and_end(bootstrap, app_id, std)
-            st_offsets = committed_and_end(bootstrap, app_id, internal[:1])
-            if std_offsets is None or st_offsets is None:
-                continue
-            (std_done, std_end), (st_done, st_end) = std_offsets, st_offsets
-            if std_done and not first:
-                first, cpu_first = time.time(), cpu_seconds(worker.pid)
-            if std_done == std_end and st_done == st_end:
-                last, cpu_last = time.time(), cpu_seconds(worker.pid)
-                break
-        if not last:
-            raise SystemExit(f"the worker did not finish in {args.timeout:.0f} s (exit {worker.poll()}); see {log}")
+        for label, module in runs:
+            app_id = f"hip-stats-bench-{tag}" if module != FLOOR else f"hip-stats-floor-{tag}"
+            results.append((label, measure(module, suffix, app_id, datasets, std, args.timeout)))
     finally:
-        isolated.stop_worker(worker, 60)
         left = delete_until_gone(bootstrap, std + stat + internal)
         if left:
             print(f"could not remove {len(left)} topic(s) of the run: {', '.join(left[:5])}")
-        shutil.rmtree(settings.faust_datadir("stats", app_id), ignore_errors=True)
 
-    seconds = last - first
-    print(f"\nstatistics worker through Kafka, {len(messages)} standard records of {args.events} simulated "
+    n = len(messages)
+    print(f"\nstatistics worker through Kafka, {n} standard records of {args.events} simulated "
           f"events of vendor {args.vendor}; machine: {machine()}\n")
-    cpu = cpu_last - cpu_first
-    print(f"{'records':>8} {'deltas msgs':>15} {'seconds':>8} {'records/s':>10} {'CPU s':>6} "
+    print(f"{'process':<30} {'records':>8} {'deltas msgs':>11} {'seconds':>8} {'records/s':>10} {'CPU s':>6} "
           f"{'CPU µs/record':>13} {'peak memory':>12}")
-    print(f"{len(messages):>8} {st_end:>15} {seconds:>8.1f} {len(messages) / seconds:>10.0f} {cpu:>6.1f} "
-          f"{cpu / len(messages) * 1e6:>13.0f} {peak_kib / 1024:>8.0f} MiB")
-    print("\nCPU: the worker process's user + system time over the same span (all its threads); the "
+    for label, m in results:
+        deltas = "-" if m.deltas_messages is None else str(m.deltas_messages)
+        print(f"{label:<30} {n:>8} {deltas:>11} {m.seconds:>8.1f} {n / m.seconds:>10.0f} {m.cpu:>6.1f} "
+              f"{m.cpu / n * 1e6:>13.0f} {m.peak_kib / 1024:>8.0f} MiB")
+    print("\nCPU: the process's user + system time over the same span (all its threads); the "
           "rest of the span it waited. On a shared machine CPU µs/record is what the statistics cost "
           "the other stages.")
+    if args.floor:
+        print("The floor reads the same records with the worker's consumer settings and only acks them: "
+              "the worker's CPU above it is the statistics' own work.")
     print("\ncompare records/s with the normalizer worker's events/s (streams.bench_normalizer) "
           "in the same session.")
 

@@ -18,15 +18,15 @@ from streams.stats import core
 
 
 def start_worker(suffix: str, app_id: str, datasets: Sequence[str], partitions: int, window: core.Window,
-                 log: Path, **extra: str | None) -> subprocess.Popen[bytes]:
-    """``python -m streams.stats.app`` on the run's topics; ``extra`` overrides its environment
-    (None removes a variable)."""
+                 log: Path, module: str = "streams.stats.app", **extra: str | None) -> subprocess.Popen[bytes]:
+    """``python -m streams.stats.app`` (or ``module``) on the run's topics; ``extra`` overrides its
+    environment (None removes a variable)."""
     env: dict[str, str | None] = {
         **os.environ, "HIP_STATS_TOPIC_SUFFIX": suffix, "HIP_STATS_APP_ID": app_id,
         "HIP_STATS_DATASETS": ",".join(datasets), "HIP_STD_PARTITIONS": str(partitions),
         "HIP_STATS_SINCE": window.since.isoformat(), "HIP_STATS_AS_OF": window.as_of.isoformat(),
         "HIP_STATS_METRICS_PORT": "0", "PYTHONPATH": str(ROOT), **extra}
-    return subprocess.Popen([sys.executable, "-m", "streams.stats.app"], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT,
                             env={k: v for k, v in env.items() if v is not None},
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
