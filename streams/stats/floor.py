@@ -26,8 +26,9 @@ SUFFIX = os.environ.get("HIP_STATS_TOPIC_SUFFIX", "")
 DATASETS = [d for d in os.environ.get("HIP_STATS_DATASETS", "").split(",") if d]
 
 reading.install_fixes()
-app = faust.App(os.environ.get("HIP_STATS_APP_ID", "hip-stats-floor"),
-                broker=f"kafka://{SETTINGS.bootstrap_servers}",
+APP_ID = os.environ.get("HIP_STATS_APP_ID", "hip-stats-floor")
+app = faust.App(APP_ID, broker=f"kafka://{SETTINGS.bootstrap_servers}",
+                datadir=str(SETTINGS.faust_datadir("stats", APP_ID)),
                 topic_partitions=SETTINGS.std_partitions, topic_replication_factor=1,
                 **reading.app_options())
 std_topics = reading.raw_topic(app, *[f"std.{d}{SUFFIX}" for d in DATASETS],
@@ -44,8 +45,8 @@ async def read(stream: Any) -> None:
 def main() -> None:
     if not DATASETS:
         raise SystemExit("HIP_STATS_DATASETS: name the standard datasets to read")
-    sys.argv = ["hip-stats-floor", "worker", "-l", "warn", "--without-web"]
-    relax_gc()
+    sys.argv = ["hip-stats-floor", "worker", "-l", "info", "--without-web"]
+    relax_gc()  # as the worker does: see hip.proc
     app.main()
 
 
