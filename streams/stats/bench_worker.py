@@ -159,7 +159,10 @@ def main() -> None:
             app_id = f"hip-stats-bench-{tag}" if module != FLOOR else f"hip-stats-floor-{tag}"
             results.append((label, measure(module, suffix, app_id, datasets, std, args.timeout)))
     finally:
-        left = delete_until_gone(bootstrap, std + stat + internal)
+        # The workers' own topics too: Faust's table changelogs and its assignor's topic.
+        own = [t for t in admin.list_topics(timeout=10).topics
+               if t.startswith((f"hip-stats-bench-{tag}-", f"hip-stats-floor-{tag}-"))]
+        left = delete_until_gone(bootstrap, std + stat + internal + own)
         if left:
             print(f"could not remove {len(left)} topic(s) of the run: {', '.join(left[:5])}")
 
