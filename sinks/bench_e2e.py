@@ -198,6 +198,8 @@ def measure(s: Settings, changes: int, half_seconds: int, catchup: int, workers:
     used["simulators"] = (simulators1.ru_utime + simulators1.ru_stime
                           - simulators0.ru_utime - simulators0.ru_stime)
     cores = os.cpu_count() or 1
+    made = per * len(HOSPITALS)
+    all_us = sum(used.values()) / made * 1e6  # CPU a change, every process
     rows += [Row("source changes made", f"{per * len(HOSPITALS):,} in {source_seconds:.1f} s "
                  f"({per * len(HOSPITALS) / source_seconds:,.0f}/s)", ""),
              Row("sustained, source commit → warehouse commit", f"{sustained:,.0f} changes/s "
@@ -205,12 +207,11 @@ def measure(s: Settings, changes: int, half_seconds: int, catchup: int, workers:
              Row("sustained CPU seconds (cores × span: what was there)",
                  f"{cores} × {t_end - t0:.1f} = {cores * (t_end - t0):.0f}: "
                  + ", ".join(f"{k} {v:.1f}" for k, v in used.items() if v >= 0.1)
-                 + f"; {sum(used.values()) / (per * len(HOSPITALS)) * 1e6:.0f} µs a change in all", "")]
+                 + f"; {all_us:.0f} µs a change in all", "")]
     # What the targets ask of the machine at this CPU a change: the sources alone, and everything.
-    source_us = sum(v for k, v in used.items() if k in SOURCE_SIDE) / (per * len(HOSPITALS)) * 1e6
+    source_us = sum(v for k, v in used.items() if k in SOURCE_SIDE) / made * 1e6
     rows.append(Row("sustained: cores needed (hospitals and capture; everything)",
-                    f"{source_us * 5000 / 1e6:.1f}; " + cores_needed(sum(used.values()) / (per * len(HOSPITALS)) * 1e6, 5000),
-                    ""))
+                    f"{source_us * 5000 / 1e6:.1f}; " + cores_needed(all_us, 5000), ""))
 
     # 2. latency at half load
     rate = max(1.0, sustained / 2 / len(HOSPITALS))

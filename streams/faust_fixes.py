@@ -490,8 +490,8 @@ def _open_rocksdb(self: Any, path: Any, *, read_only: bool = False) -> Any:
         return _stock_open_rocksdb(self, path, read_only=read_only)
     rocksdict = faust_rocksdb.rocksdict
     access = rocksdict.AccessType.read_write() if self.ttl is None else rocksdict.AccessType.with_ttl(self.ttl)
-    db = rocksdict.Rdict(str(path), options=self.as_options(), column_families={"default": self.as_options()},
-                         access_type=access)
+    options = self.as_options()
+    db = rocksdict.Rdict(str(path), options=options, column_families={"default": options}, access_type=access)
     db.set_read_options(rocksdict.ReadOptions())
     return db
 

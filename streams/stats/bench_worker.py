@@ -77,6 +77,9 @@ def committed_and_end(bootstrap: str, group: str, topics: list[str]) -> tuple[in
         consumer.close()
 
 
+FLOOR = "streams.stats.floor"
+
+
 class Measured(NamedTuple):
     seconds: float
     cpu: float  # the process's user + system seconds over the same span
@@ -116,9 +119,6 @@ def measure(module: str, suffix: str, app_id: str, datasets: list[str], std: lis
     return Measured(last - first, cpu_last - cpu_first, peak_kib, None if floor else st_end)
 
 
-FLOOR = "streams.stats.floor"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20000, help="simulated row changes")
@@ -152,16 +152,17 @@ def main() -> None:
         produce_waiting(producer, m.topic + suffix, m.value, m.key, m.headers or None)
     assert producer.flush(60) == 0
 
-    runs = [("statistics worker", "streams.stats.app")] + ([("floor: Faust reads and acks", FLOOR)] if args.floor else [])
+    runs = [("statistics worker", "streams.stats.app", f"hip-stats-bench-{tag}")]
+    if args.floor:
+        runs.append(("floor: Faust reads and acks", FLOOR, f"hip-stats-floor-{tag}"))
     results = []
     try:
-        for label, module in runs:
-            app_id = f"hip-stats-bench-{tag}" if module != FLOOR else f"hip-stats-floor-{tag}"
+        for label, module, app_id in runs:
             results.append((label, measure(module, suffix, app_id, datasets, std, args.timeout)))
     finally:
         # The workers' own topics too: Faust's table changelogs and its assignor's topic.
-        own = [t for t in admin.list_topics(timeout=10).topics
-               if t.startswith((f"hip-stats-bench-{tag}-", f"hip-stats-floor-{tag}-"))]
+        prefixes = tuple(f"{app_id}-" for _, _, app_id in runs)
+        own = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefixes)]
         left = delete_until_gone(bootstrap, std + stat + internal + own)
         if left:
             print(f"could not remove {len(left)} topic(s) of the run: {', '.join(left[:5])}")
